@@ -1,0 +1,1 @@
+"""JEPA with a VQ bottleneck on ARC grids: data, model, losses, health metrics, trainer."""

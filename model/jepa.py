@@ -1,0 +1,119 @@
+"""JEPA over ARC grids with an optional VQ bottleneck on the context objects.
+
+    context grids [B, k]  --context encoder-->  object embeddings [B*k, N, D]
+                          --quantizer (real tokens only)-->  codes [B*k, N, D]
+                          --masked mean over objects-->  grid embeddings [B, k, D]
+                          --aggregator-->  context [B, D]  --predictor-->  pred [B, D]
+    target grid [B]       --target encoder (EMA, no grad)-->  masked mean  -->  target [B, D]
+
+    loss = InfoNCE(pred, target; tau) + w_sig * SIGReg(grid embeddings before VQ)
+         + w_rel * RM(pred, target) + w_self * RM(context grid embeddings, EMA-encoded context)
+         + L_vq
+
+with tau = exp(log_tau) clamped to [temperature_min, temperature_max] and RM the relation
+matching of model/losses.py. Assran et al. 2023 (I-JEPA) for the EMA target encoder and its
+momentum schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from model.aggregators import build_aggregator
+from model.data import Batch
+from model.encoder import ObjectEncoder, masked_mean
+from model.losses import info_nce, relation_matching, sigreg
+
+
+@dataclass
+class JEPAOutput:
+    pred: torch.Tensor  # [B, D] predicted target embedding
+    target: torch.Tensor  # [B, D] EMA target embedding (no grad)
+    context: torch.Tensor  # [B, D] aggregated context
+    grids: torch.Tensor  # [B, k, D] per-grid context embeddings before the quantizer
+    indices: torch.Tensor | None  # [M] codes of the real context tokens (None without VQ)
+    vq_loss: torch.Tensor  # scalar (0 without VQ)
+
+
+class JEPA(nn.Module):
+    def __init__(self, dim: int, depth: int, heads: int, predictor_hidden: int, aggregator: str,
+                 context_length: int, quantizer: nn.Module | None, temperature_init: float,
+                 temperature_min: float, temperature_max: float):
+        super().__init__()
+        self.context_encoder = ObjectEncoder(dim, depth, heads)
+        self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
+        self.quantizer = quantizer
+        self.aggregator = build_aggregator(aggregator, dim, context_length)
+        self.predictor = nn.Sequential(nn.Linear(dim, predictor_hidden), nn.GELU(),
+                                       nn.Linear(predictor_hidden, dim))
+        self.temperature_min, self.temperature_max = temperature_min, temperature_max
+        init = min(max(temperature_init, temperature_min), temperature_max)
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(init)))
+
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp().clamp(self.temperature_min, self.temperature_max)
+
+    def encode_context(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """-> grids before VQ [B, k, D], context [B, D], codes [M] or None, vq loss."""
+        b, k, n, f = batch.context_features.shape
+        mask = batch.context_mask.reshape(b * k, n)  # [B*k, N]
+        tokens = self.context_encoder(batch.context_features.reshape(b * k, n, f),
+                                      batch.context_colours.reshape(b * k, n), mask)  # [B*k, N, D]
+        grids = masked_mean(tokens, mask).view(b, k, -1)  # [B, k, D]
+        indices, vq_loss = None, tokens.new_zeros(())
+        if self.quantizer is not None:
+            out = self.quantizer(tokens[mask])  # real tokens only: [M, D]
+            tokens = tokens.masked_scatter(mask.unsqueeze(-1), out.quantized)
+            indices, vq_loss = out.indices, out.loss
+        pooled = masked_mean(tokens, mask).view(b, k, -1)  # [B, k, D]
+        return grids, self.aggregator(pooled), indices, vq_loss
+
+    @torch.no_grad()
+    def encode_target(self, features: torch.Tensor, colours: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """EMA encoder, pooled: [G, N, F] -> [G, D]."""
+        return masked_mean(self.target_encoder(features, colours, mask), mask)
+
+    def forward(self, batch: Batch) -> JEPAOutput:
+        grids, context, indices, vq_loss = self.encode_context(batch)
+        target = self.encode_target(batch.target_features, batch.target_colours, batch.target_mask)
+        return JEPAOutput(self.predictor(context), target, context, grids, indices, vq_loss)
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """theta_target <- m theta_target + (1 - m) theta_context (I-JEPA, Sec. 3)."""
+        for t, c in zip(self.target_encoder.parameters(), self.context_encoder.parameters()):
+            t.lerp_(c, 1.0 - momentum)
+
+
+@dataclass
+class LossWeights:
+    sigreg: float
+    sigreg_directions: int
+    relational: float
+    context_self: float
+
+
+def jepa_loss(model: JEPA, batch: Batch, out: JEPAOutput, weights: LossWeights,
+              generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """All loss terms of one batch; 'total' is what is minimised. Each term is logged on its own."""
+    b, k, d = out.grids.shape
+    temperature = model.temperature()
+    terms = {"infonce": info_nce(out.pred, out.target, temperature)}
+    directions = torch.randn(d, weights.sigreg_directions, generator=generator).to(out.grids.device)
+    terms["sigreg"] = sigreg(out.grids.reshape(b * k, d), directions)
+    relational = weights.relational * relation_matching(out.pred, out.target)
+    if weights.context_self > 0:
+        n, f = batch.context_features.shape[2:]
+        teacher = model.encode_target(batch.context_features.reshape(b * k, n, f),
+                                      batch.context_colours.reshape(b * k, n),
+                                      batch.context_mask.reshape(b * k, n))  # [B*k, D]
+        relational = relational + weights.context_self * relation_matching(out.grids.reshape(b * k, d), teacher)
+    terms["relational"] = relational
+    terms["vq"] = out.vq_loss
+    terms["total"] = terms["infonce"] + weights.sigreg * terms["sigreg"] + relational + out.vq_loss
+    return terms

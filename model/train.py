@@ -1,0 +1,264 @@
+"""Single-run trainer: `train(cfg, run_dir)` trains one JEPA and writes everything under run_dir.
+
+    run_dir/config.yaml        the resolved config (every key)
+    run_dir/metrics.jsonl      one line per epoch, keys below
+    run_dir/tb/                TensorBoard events with the same scalars
+    run_dir/checkpoint/        state.pt of the last finished epoch (resumed from if present)
+    run_dir/status.json        final status: completed | early_stopped | diverged
+
+Per-epoch keys: epoch, step, train/loss, val/loss, loss/infonce, loss/sigreg, loss/relational,
+loss/vq, codebook/usage, codebook/perplexity, codebook/refreshed, rank/context, rank/target,
+isotropy/context, isotropy/target, grad/norm_mean, grad/norm_max, temperature, time/epoch_s.
+Usage, perplexity, ranks and isotropy are measured on the val split once per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from model.config import TrainConfig, dump_config
+from model.data import ArcData, iterate_batches, load_arc_data, make_examples
+from model.io import atomic_write_json, atomic_write_text
+from model.jepa import JEPA, LossWeights, jepa_loss
+from model.metrics import codebook_usage, effective_rank, isotropy, perplexity
+from model.quantizers import build_quantizer
+
+METRIC_KEYS = (
+    "epoch", "step", "train/loss", "val/loss", "loss/infonce", "loss/sigreg", "loss/relational",
+    "loss/vq", "codebook/usage", "codebook/perplexity", "codebook/refreshed", "rank/context",
+    "rank/target", "isotropy/context", "isotropy/target", "grad/norm_mean", "grad/norm_max",
+    "temperature", "time/epoch_s",
+)
+
+EpochCallback = Callable[[dict, Path], None]
+
+
+@dataclass
+class RunResult:
+    status: str  # completed | early_stopped | diverged
+    epochs: int  # epochs finished (with a checkpoint)
+    history: list[dict] = field(default_factory=list)
+
+
+def build_model(cfg: TrainConfig) -> JEPA:
+    m, vq, loss = cfg.model, cfg.vq, cfg.loss
+    quantizer = (build_quantizer(vq.kind, m.dim, vq.num_codes, vq.commitment_cost, vq.ema_decay,
+                                 vq.epsilon, vq.refresh_usage_threshold) if vq.enabled else None)
+    return JEPA(m.dim, m.depth, m.heads, m.predictor_hidden, m.aggregator, cfg.data.context_length,
+                quantizer, loss.temperature_init, loss.temperature_min, loss.temperature_max)
+
+
+def make_optimizer(model: JEPA, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW; decay on matrices only (not biases, norms, embeddings' scale or the temperature)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def evaluate(model: JEPA, data: ArcData, val_examples: tuple[torch.Tensor, torch.Tensor],
+             weights: LossWeights, batch_size: int, device: torch.device, seed: int,
+             num_codes: int) -> dict[str, float]:
+    """Val loss and health metrics over the whole val split (no augmentation, fixed SIGReg draws)."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    total, count, contexts, targets, codes = 0.0, 0, [], [], []
+    for batch in iterate_batches(data.records, *val_examples, batch_size, device):
+        out = model(batch)
+        total += float(jepa_loss(model, batch, out, weights, generator)["total"]) * batch.size
+        count += batch.size
+        contexts.append(out.context)
+        targets.append(out.target)
+        if out.indices is not None:
+            codes.append(out.indices)
+    model.train()
+    context, target = torch.cat(contexts), torch.cat(targets)
+    indices = torch.cat(codes) if codes else None
+    return {
+        "val/loss": total / count,
+        "codebook/usage": codebook_usage(indices, num_codes) if indices is not None else math.nan,
+        "codebook/perplexity": perplexity(indices, num_codes) if indices is not None else math.nan,
+        "rank/context": effective_rank(context),
+        "rank/target": effective_rank(target),
+        "isotropy/context": isotropy(context),
+        "isotropy/target": isotropy(target),
+    }
+
+
+def _format_line(m: dict, epochs: int) -> str:
+    usage = m["codebook/usage"]
+    usage_text = "   n/a" if math.isnan(usage) else f"{100 * usage:5.1f}%"
+    return (f"epoch {m['epoch']:3d}/{epochs} | train {m['train/loss']:.4f} | val {m['val/loss']:.4f} | "
+            f"usage {usage_text} | rank ctx {m['rank/context']:5.1f} tgt {m['rank/target']:5.1f} | "
+            f"iso {m['isotropy/context']:.3f}/{m['isotropy/target']:.3f} | "
+            f"grad {m['grad/norm_mean']:.2f}/{m['grad/norm_max']:.2f} | tau {m['temperature']:.3f} | "
+            f"{m['time/epoch_s']:.1f}s")
+
+
+def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None,
+          log: Callable[[str], None] = print) -> RunResult:
+    """Train (or resume) one run. on_epoch(metrics, checkpoint_dir) is called after each epoch."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    t = cfg.training
+    if t.num_threads > 0:
+        torch.set_num_threads(t.num_threads)
+    device = resolve_device(t.device)
+    weights = LossWeights(cfg.loss.sigreg_weight, cfg.loss.sigreg_directions,
+                          cfg.relational_loss.weight, cfg.relational_loss.context_self_weight)
+
+    # ---- data: real ARC tasks, split by task id; val examples fixed for the whole run
+    data = load_arc_data(cfg.data.sources, cfg.data.val_fraction, cfg.data.max_objects, cfg.data.max_tasks)
+    val_examples = make_examples(data.val_tasks, cfg.data.context_length,
+                                 torch.Generator().manual_seed(cfg.seed + 1))
+
+    # ---- model, optimizer and the run's random streams (explicit generators, all checkpointed)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    optimizer = make_optimizer(model, t.lr, t.weight_decay)
+    generators = {name: torch.Generator().manual_seed(cfg.seed * 1000 + i)
+                  for i, name in enumerate(("examples", "shuffle", "augment", "sigreg", "refresh"))}
+    state = {"epoch": 0, "step": 0, "best_val": math.inf, "bad_epochs": 0, "history": []}
+
+    checkpoint_dir = run_dir / "checkpoint"
+    checkpoint = checkpoint_dir / "state.pt"
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        for name, g in generators.items():
+            g.set_state(saved["generators"][name])
+        state = saved["state"]
+        log(f"resumed from {checkpoint} after epoch {state['epoch']}")
+    history: list[dict] = state["history"]
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
+    if state.get("status") in ("early_stopped", "diverged"):
+        return RunResult(state["status"], state["epoch"], history)
+
+    from torch.utils.tensorboard import SummaryWriter  # lazy: ~1 s import
+
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["epoch"] + 1)
+    steps_per_epoch = max(1, sum(len(p) for p in data.train_tasks) // t.batch_size)
+    total_steps = t.epochs * steps_per_epoch
+    m0, m1 = cfg.model.ema_momentum_start, cfg.model.ema_momentum_end
+    status = "completed"
+    try:
+        while state["epoch"] < t.epochs:
+            epoch = state["epoch"] + 1
+            started = time.perf_counter()
+            sums = {k: 0.0 for k in ("total", "infonce", "sigreg", "relational", "vq")}
+            grad_norms: list[float] = []
+            refreshed = 0
+            train_examples = make_examples(data.train_tasks, cfg.data.context_length, generators["examples"])
+            augment_with = generators["augment"] if cfg.data.augment else None
+            diverged = None
+            for batch in iterate_batches(data.records, *train_examples, t.batch_size, device,
+                                         shuffle=generators["shuffle"], augment_with=augment_with,
+                                         drop_last=True):
+                # ---- forward
+                out = model(batch)
+                terms = jepa_loss(model, batch, out, weights, generators["sigreg"])
+                if not torch.isfinite(terms["total"]):
+                    diverged = {k: float(v) for k, v in terms.items()}
+                    break
+                # ---- backward (gradient norm measured before clipping)
+                optimizer.zero_grad(set_to_none=True)
+                terms["total"].backward()
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip.max_norm))
+                if not math.isfinite(grad_norm):
+                    diverged = {"grad_norm": grad_norm}
+                    break
+                optimizer.step()
+                state["step"] += 1
+                # ---- EMA update of the target encoder, momentum rising linearly m0 -> m1
+                model.update_target(m0 + (m1 - m0) * min(1.0, state["step"] / total_steps))
+                # ---- dead-code refresh
+                if (model.quantizer is not None and cfg.vq.refresh_enabled
+                        and state["step"] % cfg.vq.refresh_interval == 0):
+                    refreshed += model.quantizer.refresh_dead_codes(generators["refresh"])
+                for k in sums:
+                    sums[k] += float(terms[k].detach())
+                grad_norms.append(grad_norm)
+
+            if diverged is not None:
+                status = "diverged"
+                shown = ", ".join(f"{k}={v:.4g}" for k, v in diverged.items())
+                log(f"diverged at epoch {epoch} step {state['step'] + 1}: {shown}; "
+                    f"last good checkpoint: epoch {state['epoch']} in {checkpoint_dir}")
+                state["status"] = status
+                break
+
+            # ---- end of epoch: val loss and health metrics
+            n = max(1, len(grad_norms))
+            metrics = {"epoch": epoch, "step": state["step"], "train/loss": sums["total"] / n}
+            metrics.update(evaluate(model, data, val_examples, weights, t.batch_size, device,
+                                    cfg.seed, cfg.vq.num_codes))
+            metrics.update({
+                "loss/infonce": sums["infonce"] / n, "loss/sigreg": sums["sigreg"] / n,
+                "loss/relational": sums["relational"] / n, "loss/vq": sums["vq"] / n,
+                "codebook/refreshed": refreshed,
+                "grad/norm_mean": sum(grad_norms) / n, "grad/norm_max": max(grad_norms, default=0.0),
+                "temperature": float(model.temperature()),
+                "time/epoch_s": time.perf_counter() - started,
+            })
+            metrics = {k: metrics[k] for k in METRIC_KEYS}
+            if not math.isfinite(metrics["val/loss"]):
+                status = state["status"] = "diverged"
+                log(f"diverged at epoch {epoch}: val/loss={metrics['val/loss']}; "
+                    f"last good checkpoint: epoch {state['epoch']} in {checkpoint_dir}")
+                break
+
+            # ---- early stopping bookkeeping, then checkpoint, then logs
+            if metrics["val/loss"] < state["best_val"] - t.early_stopping.min_delta:
+                state["best_val"], state["bad_epochs"] = metrics["val/loss"], 0
+            else:
+                state["bad_epochs"] += 1
+            stop = t.early_stopping.patience is not None and state["bad_epochs"] >= t.early_stopping.patience
+            state["epoch"] = epoch
+            history.append(metrics)
+            if stop:
+                status = state["status"] = "early_stopped"
+            _save_checkpoint(checkpoint_dir, model, optimizer, generators, state)
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            for key, value in metrics.items():
+                if key != "epoch" and math.isfinite(value):
+                    writer.add_scalar(key, value, epoch)
+            writer.flush()
+            log(_format_line(metrics, t.epochs))
+            if on_epoch is not None:
+                on_epoch(metrics, checkpoint_dir)
+            if stop:
+                log(f"early stop: val/loss has not improved for {t.early_stopping.patience} epochs "
+                    f"(best {state['best_val']:.4f})")
+                break
+    finally:
+        writer.close()
+    atomic_write_json(run_dir / "status.json", {"status": status, "epochs": state["epoch"],
+                                                "best_val_loss": state["best_val"]})
+    return RunResult(status, state["epoch"], history)
+
+
+def _save_checkpoint(directory: Path, model: JEPA, optimizer, generators: dict, state: dict) -> None:
+    """Write state.pt atomically: a kill mid-write leaves the previous checkpoint intact."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / "state.pt.tmp"
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "generators": {k: g.get_state() for k, g in generators.items()}, "state": state}, tmp)
+    tmp.replace(directory / "state.pt")

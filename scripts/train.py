@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Train one JEPA run from a YAML config.
+
+    python scripts/train.py configs/sixth_run.yaml [--set vq.commitment_cost=0.15 ...]
+                            [--name NAME] [--results DIR] [--resume]
+
+Writes results/runs/<name>/ (config.yaml, command.txt, metrics.jsonl, tb/, checkpoint/,
+status.json). Exit status: 0 completed or early-stopped, 1 diverged, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from model.config import ConfigError, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="YAML training config (see configs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, dotted (repeatable): --set training.epochs=5")
+    parser.add_argument("--name", help="run name (default: the config's name)")
+    parser.add_argument("--results", default="results/runs", help="parent folder of run folders")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    args = parser.parse_args(argv)
+
+    try:
+        overrides = args.overrides + ([f"name={args.name}"] if args.name else [])
+        cfg = load_config(args.config, overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    run_dir = Path(args.results) / cfg.name
+    if run_dir.exists() and not args.resume:
+        print(f"error: {run_dir} exists; pass --resume to continue it, or --name NEW for a new run",
+              file=sys.stderr)
+        return 2
+
+    from model.io import atomic_write_text
+    from model.train import train
+
+    invoked = shlex.join(["python", "scripts/train.py", *(argv if argv is not None else sys.argv[1:])])
+    standalone = shlex.join(["python", "scripts/train.py", str(run_dir / "config.yaml"),
+                             "--name", f"{cfg.name}-repro"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "command.txt",
+                      f"# as invoked\n{invoked}\n# standalone, from the resolved config\n{standalone}\n")
+    print(f"run: {run_dir}")
+    result = train(cfg, run_dir)
+    print(f"status: {result.status} after {result.epochs} epochs; metrics: {run_dir / 'metrics.jsonl'}")
+    return 1 if result.status == "diverged" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
