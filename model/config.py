@@ -146,7 +146,8 @@ class EarlyStoppingConfig(_Section):
 class TrainingConfig(_Section):
     epochs: int = Field(default=80, ge=1, description="Maximum epochs.")
     batch_size: int = Field(default=64, ge=2, description="Examples per step (InfoNCE negatives: batch_size - 1).")
-    lr: float = Field(default=1e-3, gt=0.0, description="AdamW learning rate.")
+    lr: float = Field(default=1e-3, gt=0.0, le=1e25,
+                      description="AdamW learning rate (above ~1e30 AdamW overflows float32).")
     weight_decay: float = Field(default=0.05, ge=0.0, description="AdamW weight decay (matrices only).")
     grad_clip: GradClipConfig = GradClipConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()

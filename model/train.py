@@ -175,7 +175,7 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
                 out = model(batch)
                 terms = jepa_loss(model, batch, out, weights, generators["sigreg"])
                 if not torch.isfinite(terms["total"]):
-                    diverged = {k: float(v) for k, v in terms.items()}
+                    diverged = {k: float(v.detach()) for k, v in terms.items()}
                     break
                 # ---- backward (gradient norm measured before clipping)
                 optimizer.zero_grad(set_to_none=True)
