@@ -37,7 +37,7 @@ METRIC_KEYS = (
     "temperature", "time/epoch_s",
 )
 
-EpochCallback = Callable[[dict, Path], None]
+EpochCallback = Callable[[dict, Path, bool], None]  # (metrics, checkpoint dir, last epoch?)
 
 
 @dataclass
@@ -112,7 +112,8 @@ def _format_line(m: dict, epochs: int) -> str:
 
 def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None,
           log: Callable[[str], None] = print) -> RunResult:
-    """Train (or resume) one run. on_epoch(metrics, checkpoint_dir) is called after each epoch."""
+    """Train (or resume) one run. on_epoch(metrics, checkpoint_dir, final) runs after each epoch's
+    checkpoint; final is True on the run's last epoch (max epochs or early stop)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
@@ -214,7 +215,7 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
                 "loss/relational": sums["relational"] / n, "loss/vq": sums["vq"] / n,
                 "codebook/refreshed": refreshed,
                 "grad/norm_mean": sum(grad_norms) / n, "grad/norm_max": max(grad_norms, default=0.0),
-                "temperature": float(model.temperature()),
+                "temperature": float(model.temperature().detach()),
                 "time/epoch_s": time.perf_counter() - started,
             })
             metrics = {k: metrics[k] for k in METRIC_KEYS}
@@ -243,7 +244,7 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
             writer.flush()
             log(_format_line(metrics, t.epochs))
             if on_epoch is not None:
-                on_epoch(metrics, checkpoint_dir)
+                on_epoch(metrics, checkpoint_dir, stop or epoch == t.epochs)
             if stop:
                 log(f"early stop: val/loss has not improved for {t.early_stopping.patience} epochs "
                     f"(best {state['best_val']:.4f})")

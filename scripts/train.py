@@ -15,6 +15,10 @@ import shlex
 import sys
 from pathlib import Path
 
+# Python puts scripts/ first on sys.path, where search.py would shadow the `search` package:
+# put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 from model.config import ConfigError, load_config
 
 

@@ -1,0 +1,43 @@
+#!/usr/bin/env python
+"""Re-export best_config.yaml, best_trial.json and trials.csv from an experiment folder.
+
+    python scripts/export_best.py results/<experiment> [--metric score/best] [--mode max]
+
+Works on finished and interrupted experiments (reads only the files on disk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# Python puts scripts/ first on sys.path, where search.py would shadow the `search` package:
+# put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", help="results/<experiment> folder")
+    parser.add_argument("--metric", default="score/best", help="any reported key (default score/best)")
+    parser.add_argument("--mode", choices=["max", "min"], default="max")
+    args = parser.parse_args(argv)
+    exp_dir = Path(args.experiment)
+    if not exp_dir.is_dir() or not any(exp_dir.glob("*/params.json")):
+        print(f"error: {exp_dir}: not an experiment folder (no trial folders with params.json)", file=sys.stderr)
+        return 2
+
+    from search.export import export_best
+
+    best = export_best(exp_dir, args.metric, args.mode)
+    if best is None:
+        print(f"error: {exp_dir}: no trial reported {args.metric}", file=sys.stderr)
+        return 1
+    print(f"best trial {best.trial_id} by {args.metric} ({args.mode}): {best.best(args.metric, args.mode):.4f}")
+    print(f"wrote {exp_dir / 'best_config.yaml'}, {exp_dir / 'best_trial.json'}, {exp_dir / 'trials.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

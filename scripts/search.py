@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Search training configs with Ray Tune + Optuna (TPE) + ASHA.
+
+    python scripts/search.py spaces/vq_gentle.yaml [--name NAME] [--storage results]
+        [--num-samples N] [--max-epochs E] [--cpu C] [--gpu G] [--address ADDR] [--resume]
+
+Starts Ray locally (dashboard on 127.0.0.1) or joins a cluster (--address, or RAY_ADDRESS).
+Writes results/<name>/ with best_config.yaml, which `python scripts/train.py` runs as is.
+Exit status: 0 done, 2 bad input (nothing written), 130 interrupted (resume with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+# Python puts scripts/ first on sys.path, where search.py would shadow the `search` package:
+# put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from model.config import ConfigError
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("space", help="search space YAML (see spaces/)")
+    parser.add_argument("--name", help="experiment name (default: the space file's name)")
+    parser.add_argument("--storage", default="results", help="parent folder of experiments (default: results)")
+    parser.add_argument("--num-samples", type=int, help="override budget.num_samples")
+    parser.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
+    parser.add_argument("--cpu", type=float, help="override resources.cpu (CPUs per trial)")
+    parser.add_argument("--gpu", type=float, help="override resources.gpu (GPU fraction per trial)")
+    parser.add_argument("--address", help="join this Ray cluster (e.g. auto, or 10.0.0.1:6379)")
+    parser.add_argument("--dashboard-host", default="127.0.0.1",
+                        help="interface the local dashboard binds to (default 127.0.0.1; 0.0.0.0 exposes it)")
+    parser.add_argument("--num-gpus", type=int, help="GPUs a local Ray declares (default: detected)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    args = parser.parse_args(argv)
+
+    from search.space import load_space
+
+    try:
+        loaded = load_space(args.space)
+        budget, resources = loaded.space.budget, loaded.space.resources
+        name = args.name or Path(args.space).stem
+        if not NAME.match(name):
+            raise ConfigError(f"--name {name!r}: use letters, digits, '_', '-', '.' (a folder directly "
+                              f"under {args.storage}/)")
+        num_samples = args.num_samples if args.num_samples is not None else budget.num_samples
+        max_epochs = args.max_epochs if args.max_epochs is not None else budget.max_epochs
+        cpu = args.cpu if args.cpu is not None else resources.cpu
+        gpu = args.gpu if args.gpu is not None else resources.gpu
+        if num_samples < 1:
+            raise ConfigError(f"--num-samples: must be >= 1, got {num_samples}")
+        if max_epochs < 1:
+            raise ConfigError(f"--max-epochs: must be >= 1, got {max_epochs}")
+        if cpu <= 0 or not 0 <= gpu <= 1:
+            raise ConfigError(f"--cpu must be > 0 and --gpu in [0, 1], got {cpu}, {gpu}")
+        exp_dir = Path(args.storage) / name
+        if args.resume and not (exp_dir / "tuner.pkl").is_file():
+            raise ConfigError(f"--resume: {exp_dir} holds no experiment to resume")
+        if exp_dir.exists() and not args.resume:
+            raise ConfigError(f"{exp_dir} exists: pass --resume to continue that experiment, "
+                              f"or --name NEW to start another")
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from search.runner import SearchOptions, format_command, run_search
+
+    opts = SearchOptions(exp_dir=exp_dir, num_samples=num_samples, max_epochs=max_epochs, cpu=cpu, gpu=gpu,
+                         resume=args.resume, address=args.address, dashboard_host=args.dashboard_host,
+                         num_gpus=args.num_gpus, command=format_command([a for a in argv if a != "--resume"]))
+    try:
+        best = run_search(loaded, opts)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if best is None:
+        print(f"no trial produced a result; see {exp_dir}", file=sys.stderr)
+        return 1
+    print(f"best trial {best.trial_id}: score/best {best.best('score/best', 'max'):.4f} ({best.status})")
+    print(f"best config: {exp_dir / 'best_config.yaml'}\n  run it: python scripts/train.py {exp_dir / 'best_config.yaml'}")
+    print(f"trials: {exp_dir / 'trials.csv'}; study: sqlite:///{exp_dir / 'study.db'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

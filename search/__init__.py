@@ -1,0 +1,1 @@
+"""Search over training configs: Ray Tune runs trials, Optuna proposes, ASHA stops early."""

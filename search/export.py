@@ -1,0 +1,141 @@
+"""Read an experiment folder from disk and export its best trial.
+
+Works on a finished, running or interrupted experiment alike, since it reads only files:
+each trial folder holds Ray's `params.json` and `result.json` (one line per report) and the
+trainer's `run/` (config.yaml, metrics.jsonl, status.json). Writes, each atomically:
+
+    best_config.yaml   the best trial's complete training config: scripts/train.py runs it as is
+    best_trial.json    its params, metrics and the seed's checklist evaluated on its history
+    trials.csv         one row per trial: status, epochs, score, health metrics, params
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from model.io import atomic_write_json, atomic_write_text
+from search.checklist import evaluate_checklist
+
+SUMMARY_KEYS = ("score", "score/best", "codebook/usage", "codebook/perplexity", "rank/context",
+                "rank/target", "val/loss", "train/loss", "grad/norm_mean", "grad/norm_max")
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    path: Path
+    params: dict
+    results: list[dict] = field(default_factory=list)
+    status: str = "pending"
+
+    @property
+    def last(self) -> dict:
+        return self.results[-1] if self.results else {}
+
+    def best(self, metric: str, mode: str) -> float:
+        values = [r[metric] for r in self.results if isinstance(r.get(metric), (int, float))
+                  and math.isfinite(r[metric])]
+        if not values:
+            return math.nan
+        return max(values) if mode == "max" else min(values)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a kill: keep what came before
+    return rows
+
+
+def trial_status(trial: TrialRecord, collapse_floor: float = 0.02, collapse_patience: int = 3) -> str:
+    """completed | early_stopped | diverged | collapsed | stopped | failed | pending."""
+    last = trial.last
+    if (trial.path / "error.txt").exists() or (trial.path / "error.pkl").exists():
+        if not last.get("trial/finished"):
+            return "failed"
+    if not trial.results:
+        return "pending"
+    if last.get("trial/diverged"):
+        return "diverged"
+    if last.get("trial/finished"):
+        status = _read_json(trial.path / "run" / "status.json").get("status")
+        return status or "completed"
+    usage = [r.get("codebook/usage", math.nan) for r in trial.results[-collapse_patience:]]
+    if len(usage) == collapse_patience and all(u < collapse_floor for u in usage):
+        return "collapsed"
+    return "stopped"  # by ASHA (or still running, when read during a search)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def read_trials(exp_dir: Path, collapse_floor: float = 0.02, collapse_patience: int = 3) -> list[TrialRecord]:
+    trials = []
+    for params_file in sorted(exp_dir.glob("*/params.json")):
+        path = params_file.parent
+        results = _read_jsonl(path / "result.json")
+        trial_id = results[-1].get("trial_id", path.name) if results else path.name.removeprefix("trial_")
+        trial = TrialRecord(trial_id, path, _read_json(params_file), results)
+        trial.status = trial_status(trial, collapse_floor, collapse_patience)
+        trials.append(trial)
+    return trials
+
+
+def _csv_text(trials: list[TrialRecord]) -> str:
+    param_keys = sorted({k for t in trials for k in t.params})
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["trial_id", "status", "epochs", *SUMMARY_KEYS, *param_keys])
+    for t in trials:
+        last = t.last
+        writer.writerow([t.trial_id, t.status, last.get("epoch", 0), *(last.get(k, "") for k in SUMMARY_KEYS),
+                         *(t.params.get(k, "") for k in param_keys)])
+    return out.getvalue()
+
+
+def export_best(exp_dir: str | Path, metric: str = "score/best", mode: str = "max",
+                collapse_floor: float = 0.02, collapse_patience: int = 3) -> TrialRecord | None:
+    """Write best_config.yaml, best_trial.json and trials.csv; returns the best trial (or None)."""
+    exp_dir = Path(exp_dir)
+    trials = read_trials(exp_dir, collapse_floor, collapse_patience)
+    atomic_write_text(exp_dir / "trials.csv", _csv_text(trials))
+    scored = [t for t in trials if math.isfinite(t.best(metric, mode))
+              and (t.path / "run" / "config.yaml").is_file()]
+    if not scored:
+        return None
+    sign = 1 if mode == "max" else -1
+    best = max(scored, key=lambda t: sign * t.best(metric, mode))
+
+    config = yaml.safe_load((best.path / "run" / "config.yaml").read_text())
+    config["name"] = f"{exp_dir.name}-best"
+    atomic_write_text(exp_dir / "best_config.yaml",
+                      f"# best trial {best.trial_id} of {exp_dir} by {metric} ({mode}); "
+                      f"run it with: python scripts/train.py {exp_dir / 'best_config.yaml'}\n"
+                      + yaml.safe_dump(config, sort_keys=False))
+    history = _read_jsonl(best.path / "run" / "metrics.jsonl")
+    atomic_write_json(exp_dir / "best_trial.json", {
+        "trial_id": best.trial_id,
+        "metric": metric, "mode": mode, "value": best.best(metric, mode),
+        "status": best.status,
+        "epochs": best.last.get("epoch", 0),
+        "params": best.params,
+        "final": {k: best.last.get(k) for k in SUMMARY_KEYS if k in best.last},
+        "checklist": evaluate_checklist(history, config["training"]["epochs"]),
+        "trial_dir": str(best.path),
+    })
+    return best

@@ -1,0 +1,176 @@
+"""The search driver: Ray Tune runs the trials, Optuna (TPE) proposes them, ASHA stops them.
+
+    results/<experiment>/               Ray's experiment folder (storage_path/name)
+        trial_<id>/                     per trial: params.json, result.json, TensorBoard events,
+                                        checkpoints, run/ (the trainer's own outputs and tb/)
+        study.db                        the Optuna study (sqlite): optuna-dashboard, importances
+        space.yaml, command.txt         the space as given and how to rerun/resume
+        best_config.yaml, best_trial.json, trials.csv    (search/export.py)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from ray import tune
+from ray.tune import Callback
+from ray.tune.stopper import Stopper
+from ray.tune.schedulers import ASHAScheduler
+
+from model.config import ConfigError
+from model.io import atomic_write_text
+from search.export import export_best
+from search.optuna_search import PruningAwareOptunaSearch
+from search.space import DefineByRun, LoadedSpace
+from search.trainable import run_trial
+
+TABLE_COLUMNS = {"epoch": "epoch", "score": "score", "codebook/usage": "usage",
+                 "rank/context": "rank_ctx", "rank/target": "rank_tgt", "val/loss": "val_loss"}
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    exp_dir: Path
+    num_samples: int
+    max_epochs: int
+    cpu: float
+    gpu: float
+    resume: bool = False
+    address: str | None = None
+    dashboard_host: str = "127.0.0.1"
+    num_gpus: int | None = None  # logical GPUs declared to a local Ray (tests, CPU-only hosts)
+    command: str = ""
+
+
+def trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+class CollapseStopper(Stopper):
+    """Ray Tune stopper: end a trial at once on a NaN/inf loss, or when codebook usage stays
+    below `floor` for `patience` epochs in a row (state is per trial, in the driver)."""
+
+    def __init__(self, floor: float, patience: int):
+        self.floor, self.patience = floor, patience
+        self.low_epochs: dict[str, int] = {}
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        if result.get("trial/diverged") or not all(
+                math.isfinite(result.get(k, 0.0)) for k in ("train/loss", "val/loss")):
+            return True
+        usage = result.get("codebook/usage", math.nan)
+        low = math.isfinite(usage) and usage < self.floor
+        self.low_epochs[trial_id] = self.low_epochs.get(trial_id, 0) + 1 if low else 0
+        return self.low_epochs[trial_id] >= self.patience
+
+    def stop_all(self) -> bool:
+        return False
+
+
+class BestSoFar(Callback):
+    """Re-export best_config.yaml / best_trial.json whenever a trial reports a new best, and
+    trials.csv whenever a trial ends, so an interrupted search still has its best so far."""
+
+    def __init__(self, exp_dir: Path, floor: float, patience: int):
+        self.exp_dir, self.floor, self.patience = exp_dir, floor, patience
+        self.best = -math.inf
+
+    def _export(self) -> None:
+        export_best(self.exp_dir, collapse_floor=self.floor, collapse_patience=self.patience)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("score/best", -math.inf) > self.best:
+            self.best = result["score/best"]
+            self._export()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._export()
+
+
+def start_ray(opts: SearchOptions):
+    """Join a cluster (--address or RAY_ADDRESS) or start a local one with the dashboard."""
+    import ray
+
+    address = opts.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        context = ray.init(address=address, log_to_driver=True)
+    else:
+        context = ray.init(include_dashboard=True, dashboard_host=opts.dashboard_host,
+                           num_gpus=opts.num_gpus, log_to_driver=True)
+    url = context.dashboard_url
+    if url:
+        token_file = os.environ.get("RAY_AUTH_TOKEN_PATH", str(Path.home() / ".ray" / "auth_token"))
+        print(f"Ray dashboard: http://{url}  (token authentication: paste the token printed by "
+              f"`ray get-auth-token`, stored in {token_file})", flush=True)
+    return ray
+
+
+def check_resources(ray, opts: SearchOptions, source: str) -> None:
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
+    if opts.cpu > cpus:
+        raise ConfigError(f"{source}: resources.cpu: {opts.cpu} CPUs per trial, but the cluster has {cpus:g}")
+    if opts.gpu > 0 and gpus == 0:
+        raise ConfigError(f"{source}: resources.gpu: {opts.gpu} GPU per trial, but the cluster has no GPU")
+
+
+def run_search(loaded: LoadedSpace, opts: SearchOptions):
+    """Run (or resume) the search; returns the best TrialRecord (or None)."""
+    space, exp_dir = loaded.space, opts.exp_dir.resolve()
+    # Ray 2.60's default console output ignores chosen columns; the classic reporter shows them.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # num_to_keep=2 forces a state snapshot per checkpoint; that is intended, the warning is noise.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    objective = space.objective
+    ray = start_ray(opts)
+    try:
+        check_resources(ray, opts, str(loaded.path))
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, space=loaded, epochs=opts.max_epochs,
+                                 num_threads=max(1, int(opts.cpu))),
+            {"cpu": opts.cpu, "gpu": opts.gpu})
+        if opts.resume:
+            tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
+        else:
+            exp_dir.mkdir(parents=True)
+            shutil.copy2(loaded.path, exp_dir / "space.yaml")
+            atomic_write_text(exp_dir / "command.txt", f"# as invoked\n{opts.command}\n# resume\n"
+                              f"{opts.command} --resume\n")
+            sampler = (optuna.samplers.TPESampler(seed=space.seed) if space.sampler == "tpe"
+                       else optuna.samplers.RandomSampler(seed=space.seed))
+            searcher = PruningAwareOptunaSearch(
+                space=DefineByRun(space.params), metric="score/best", mode="max", sampler=sampler,
+                storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'study.db'}"),
+                study_name=exp_dir.name)
+            scheduler = ASHAScheduler(time_attr="epoch", metric="score", mode="max", max_t=opts.max_epochs,
+                                      grace_period=min(space.budget.grace_period, opts.max_epochs),
+                                      reduction_factor=space.budget.reduction_factor)
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher, scheduler=scheduler, num_samples=opts.num_samples,
+                    max_concurrent_trials=space.budget.max_concurrent or None,
+                    trial_dirname_creator=trial_dirname),
+                run_config=tune.RunConfig(
+                    name=exp_dir.name, storage_path=str(exp_dir.parent),
+                    stop=CollapseStopper(objective.collapse_usage_floor, objective.collapse_patience),
+                    failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    callbacks=[BestSoFar(exp_dir, objective.collapse_usage_floor, objective.collapse_patience)],
+                    progress_reporter=tune.CLIReporter(metric_columns=TABLE_COLUMNS, max_report_frequency=30),
+                    verbose=1))
+        tuner.fit()
+    finally:
+        ray.shutdown()
+    return export_best(exp_dir, collapse_floor=objective.collapse_usage_floor,
+                       collapse_patience=objective.collapse_patience)
+
+
+def format_command(argv: list[str]) -> str:
+    return shlex.join(["python", "scripts/search.py", *argv])

@@ -1,0 +1,36 @@
+"""The search's objective: a bounded composite of codebook usage and effective rank.
+
+    s_u = min(1, usage / usage_target)              (usage = 0 when there are no codes)
+    s_c = min(1, rank_context / context_rank_target)
+    s_t = min(1, rank_target / target_rank_target)
+    health = (w_u s_u + w_c s_c + w_t s_t) / (w_u + w_c + w_t)          in [0, 1]
+    score  = health                         if any target is missed   (in [0, 1))
+           = 1 + 1 / (1 + val_loss)         if every target is met    (in (1, 2])
+    score  = -1                             for a diverged trial (NaN/inf loss)
+
+Each term is increasing in its metric and capped at its target, so a trial cannot buy rank
+with usage past the target; among healthy trials (every target met) the lower val loss wins.
+A collapsed trial misses at least one target, so it scores below every healthy one.
+Targets are the seed's checklist: usage 15%, context rank 10, target rank 20.
+"""
+
+from __future__ import annotations
+
+import math
+
+DIVERGED_SCORE = -1.0
+
+
+def composite_score(usage: float, rank_context: float, rank_target: float, val_loss: float,
+                    usage_target: float = 0.15, context_rank_target: float = 10.0,
+                    target_rank_target: float = 20.0, usage_weight: float = 1.0,
+                    context_rank_weight: float = 1.0, target_rank_weight: float = 1.0) -> float:
+    if not math.isfinite(val_loss):
+        return DIVERGED_SCORE
+    usage = 0.0 if not math.isfinite(usage) else usage
+    parts = [(min(1.0, usage / usage_target), usage_weight),
+             (min(1.0, rank_context / context_rank_target), context_rank_weight),
+             (min(1.0, rank_target / target_rank_target), target_rank_weight)]
+    if all(s >= 1.0 for s, _ in parts):
+        return 1.0 + 1.0 / (1.0 + max(0.0, val_loss))
+    return sum(s * w for s, w in parts) / sum(w for _, w in parts)

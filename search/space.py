@@ -1,0 +1,230 @@
+"""Search spaces: a YAML file -> a validated SearchSpace -> an Optuna define-by-run function.
+
+A space file::
+
+    base: configs/vq_gentle.yaml        # training config the trials start from
+    set: {data.max_tasks: 60}           # fixed overrides of the base (optional)
+    params:                             # searched, in this order (later ones may refer to earlier)
+      vq.refresh_enabled: {dist: categorical, choices: [true, false]}
+      vq.refresh_interval: {dist: logint, low: 500, high: 5000, when: {vq.refresh_enabled: true}}
+      loss.temperature_min: {dist: loguniform, low: 0.03, high: 0.1}
+      loss.temperature_max: {dist: loguniform, low: 0.1, high: 0.3, at_least: loss.temperature_min}
+      training.num_threads: {dist: fixed, value: 1}
+    objective: {usage_target: 0.15, context_rank_target: 10, target_rank_target: 20, ...}
+    budget: {num_samples: 24, max_epochs: 15, grace_period: 3, reduction_factor: 3}
+    resources: {cpu: 1, gpu: 0}
+    seed: 0
+
+dist is one of uniform, loguniform, int, logint, categorical, fixed. `when` samples a parameter
+only if earlier parameters have the given values (else the base config's value stands);
+`at_least` raises the lower bound to an earlier parameter's sampled value (temperature_max >=
+temperature_min). Every bound and choice is checked against the trainer's own config rules
+before Ray starts, so a space cannot propose a config the trainer would reject.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from model.config import (ConfigError, TrainConfig, config_from_dict, format_validation_error,
+                          read_yaml_mapping, set_dotted)
+
+Scalar = bool | int | float | str | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Param(_Strict):
+    dist: Literal["uniform", "loguniform", "int", "logint", "categorical", "fixed"] = Field(
+        description="Distribution: uniform/loguniform floats, int/logint integers, categorical, fixed.")
+    low: float | None = Field(default=None, description="Lower bound (inclusive) for numeric dists.")
+    high: float | None = Field(default=None, description="Upper bound (inclusive) for numeric dists.")
+    choices: list[Scalar] | None = Field(default=None, description="Options for categorical.")
+    value: Scalar | list[Scalar] = Field(default=None, description="The value for fixed.")
+    when: dict[str, Scalar] = Field(default_factory=dict,
+                                    description="Sample only if these earlier params have these values.")
+    at_least: str | None = Field(default=None, description="Earlier param whose value raises `low`.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Param":
+        numeric = self.dist in ("uniform", "loguniform", "int", "logint")
+        if numeric:
+            if self.low is None or self.high is None:
+                raise ValueError(f"{self.dist} needs low and high")
+            if self.low >= self.high:
+                raise ValueError(f"empty range: low ({self.low}) must be < high ({self.high})")
+            if self.dist.startswith("log") and self.low <= 0:
+                raise ValueError(f"log range must be > 0, got low={self.low}")
+            if self.dist in ("int", "logint") and (self.low != int(self.low) or self.high != int(self.high)):
+                raise ValueError("int bounds must be whole numbers")
+        elif self.low is not None or self.high is not None:
+            raise ValueError(f"low/high do not apply to {self.dist}")
+        if self.dist == "categorical" and not self.choices:
+            raise ValueError("categorical needs a non-empty list of choices")
+        if self.dist != "categorical" and self.choices is not None:
+            raise ValueError(f"choices do not apply to {self.dist}")
+        if self.at_least is not None and not numeric:
+            raise ValueError("at_least applies to numeric dists only")
+        return self
+
+    def candidate_values(self) -> list[Any]:
+        """Values that must each be acceptable to the trainer (bounds, choices, the fixed value)."""
+        if self.dist == "categorical":
+            return list(self.choices)
+        if self.dist == "fixed":
+            return [self.value]
+        cast = int if self.dist in ("int", "logint") else float
+        return [cast(self.low), cast(self.high)]
+
+
+class Objective(_Strict):
+    """Composite health score (search/score.py); targets are the seed's checklist."""
+
+    usage_target: float = Field(default=0.15, gt=0, le=1, description="Codebook usage that counts as healthy.")
+    context_rank_target: float = Field(default=10.0, gt=0, description="Effective rank of the context that counts as healthy.")
+    target_rank_target: float = Field(default=20.0, gt=0, description="Effective rank of the targets that counts as healthy.")
+    usage_weight: float = Field(default=1.0, ge=0, description="Weight of usage in the health average.")
+    context_rank_weight: float = Field(default=1.0, ge=0, description="Weight of context rank in the health average.")
+    target_rank_weight: float = Field(default=1.0, ge=0, description="Weight of target rank in the health average.")
+    collapse_usage_floor: float = Field(default=0.02, ge=0, le=1,
+                                        description="Collapse stopper: usage below this ...")
+    collapse_patience: int = Field(default=3, ge=1, description="... for this many epochs in a row ends the trial.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Objective":
+        if self.usage_weight + self.context_rank_weight + self.target_rank_weight <= 0:
+            raise ValueError("at least one weight must be > 0")
+        return self
+
+
+class Budget(_Strict):
+    num_samples: int = Field(default=24, ge=1, description="Trials.")
+    max_epochs: int = Field(default=15, ge=1, description="Epochs of a trial that is never stopped.")
+    grace_period: int = Field(default=3, ge=1, description="ASHA: epochs before a trial can be stopped.")
+    reduction_factor: int = Field(default=3, ge=2, description="ASHA: keep 1/reduction_factor at each rung.")
+    max_concurrent: int = Field(default=0, ge=0, description="Concurrent trials; 0 = as many as resources allow.")
+    max_failures: int = Field(default=1, ge=0, description="Retries of a crashed trial from its last checkpoint.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Budget":
+        if self.grace_period > self.max_epochs:
+            raise ValueError(f"grace_period ({self.grace_period}) must be <= max_epochs ({self.max_epochs})")
+        return self
+
+
+class Resources(_Strict):
+    cpu: float = Field(default=1.0, gt=0, description="CPUs per trial (torch threads = max(1, int(cpu))).")
+    gpu: float = Field(default=0.0, ge=0, le=1, description="GPU fraction per trial (0.5: two trials per GPU).")
+
+
+class SearchSpace(_Strict):
+    base: str = Field(description="Training config the trials start from (relative to the space file or cwd).")
+    set: dict[str, Any] = Field(default_factory=dict, description="Fixed overrides of the base, dotted keys.")
+    params: dict[str, Param] = Field(min_length=1, description="Searched parameters, dotted keys, in order.")
+    objective: Objective = Objective()
+    budget: Budget = Budget()
+    resources: Resources = Resources()
+    seed: int = Field(default=0, ge=0, description="Seeds the TPE sampler (and the trials' base seed).")
+    sampler: Literal["tpe", "random"] = Field(default="tpe", description="Optuna sampler.")
+
+
+class LoadedSpace:
+    """A validated space with its base config resolved to a plain dict."""
+
+    def __init__(self, path: Path, space: SearchSpace, base_path: Path, base: dict[str, Any]):
+        self.path, self.space, self.base_path, self.base = path, space, base_path, base
+
+    def trial_config(self, params: dict[str, Any], *, epochs: int, name: str, num_threads: int) -> TrainConfig:
+        """The complete training config of one trial (the Ray adapter's only dict-to-typed step)."""
+        raw = copy.deepcopy(self.base)
+        for key, value in params.items():
+            set_dotted(raw, key, value)
+        set_dotted(raw, "training.epochs", epochs)
+        set_dotted(raw, "training.num_threads", num_threads)
+        set_dotted(raw, "name", name)
+        return config_from_dict(raw, source=f"trial {name}")
+
+
+def _resolve_base(space_path: Path, base: str) -> Path:
+    for candidate in (space_path.parent / base, Path(base), space_path.parent.parent / base):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{space_path}: base: config file {base!r} not found "
+                      f"(looked next to the space file and in the current folder)")
+
+
+def load_space(path: str | Path) -> LoadedSpace:
+    """Read and validate a space file; ConfigError (file and key named) on any problem."""
+    path = Path(path)
+    raw = read_yaml_mapping(path)
+    try:
+        space = SearchSpace.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, str(path), SearchSpace)) from None
+
+    base_path = _resolve_base(path, space.base)
+    base = read_yaml_mapping(base_path)
+    for key, value in space.set.items():
+        set_dotted(base, key, value)
+    try:
+        config_from_dict(base, source=str(base_path))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: base/set: the base config is not valid:\n{err}") from None
+
+    seen: list[str] = []
+    for key, param in space.params.items():
+        where = f"{path}: params.{key}"
+        for ref in list(param.when) + ([param.at_least] if param.at_least else []):
+            if ref not in seen:
+                raise ConfigError(f"{where}: refers to {ref!r}, which is not an earlier parameter "
+                                  f"(earlier: {', '.join(seen) or 'none'})")
+        for value in param.candidate_values():
+            trial = copy.deepcopy(base)
+            set_dotted(trial, key, value)
+            try:
+                config_from_dict(trial, source="")
+            except ConfigError as err:
+                reason = re.sub(r"^: ", "", str(err).splitlines()[0])
+                raise ConfigError(f"{where}: value {value!r} is not accepted by the trainer: {reason}") from None
+        seen.append(key)
+    for key in space.params:
+        if key in ("training.epochs", "name"):
+            raise ConfigError(f"{path}: params.{key}: set by the search itself (budget.max_epochs, trial name)")
+    return LoadedSpace(path, space, base_path, base)
+
+
+class DefineByRun:
+    """Optuna define-by-run function for a space (a picklable object: Ray checkpoints it)."""
+
+    def __init__(self, params: dict[str, Param]):
+        self.params = params
+
+    def __call__(self, trial) -> dict[str, Any]:
+        sampled: dict[str, Any] = {}
+        constants: dict[str, Any] = {}
+        for key, p in self.params.items():
+            if any(sampled.get(ref, constants.get(ref)) != want for ref, want in p.when.items()):
+                continue  # condition off: the base config's value stands
+            if p.dist == "fixed":
+                constants[key] = p.value
+                continue
+            if p.dist == "categorical":
+                sampled[key] = trial.suggest_categorical(key, p.choices)
+                continue
+            low = p.low
+            if p.at_least is not None:
+                low = max(low, sampled[p.at_least] if p.at_least in sampled else constants[p.at_least])
+            if p.dist in ("int", "logint"):
+                low = int(math.ceil(low))
+                sampled[key] = trial.suggest_int(key, low, max(low, int(p.high)), log=p.dist == "logint")
+            else:
+                sampled[key] = trial.suggest_float(key, low, max(low, p.high), log=p.dist == "loguniform")
+        return constants  # OptunaSearch merges these with the sampled values
