@@ -231,10 +231,10 @@ def _known_keys(cls: type[BaseModel], loc: tuple) -> list[str]:
     return list(cls.model_fields)
 
 
-def format_validation_error(err: ValidationError, source: str, cls: type[BaseModel]) -> str:
+def format_validation_error(err: ValidationError | list[dict], source: str, cls: type[BaseModel]) -> str:
     """One line per problem: '<source>: <dotted.key>: <what is wrong> (got <value>)'."""
     lines = []
-    for e in err.errors():
+    for e in err.errors() if isinstance(err, ValidationError) else err:
         loc = tuple(p for p in e["loc"] if p != "function-after")
         key = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] == "extra_forbidden":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -187,18 +186,30 @@ def load_space(path: str | Path) -> LoadedSpace:
                 raise ConfigError(f"{where}: refers to {ref!r}, which is not an earlier parameter "
                                   f"(earlier: {', '.join(seen) or 'none'})")
         for value in param.candidate_values():
-            trial = copy.deepcopy(base)
-            set_dotted(trial, key, value)
-            try:
-                config_from_dict(trial, source="")
-            except ConfigError as err:
-                reason = re.sub(r"^: ", "", str(err).splitlines()[0])
-                raise ConfigError(f"{where}: value {value!r} is not accepted by the trainer: {reason}") from None
+            problem = _value_error(base, key, value)
+            if problem:
+                raise ConfigError(f"{where}: value {value!r} is not accepted by the trainer: {problem}")
         seen.append(key)
     for key in space.params:
         if key in ("training.epochs", "name"):
             raise ConfigError(f"{path}: params.{key}: set by the search itself (budget.max_epochs, trial name)")
     return LoadedSpace(path, space, base_path, base)
+
+
+def _value_error(base: dict[str, Any], key: str, value: Any) -> str | None:
+    """Why the trainer rejects `key: value` on top of base (None if it accepts it). Only errors
+    located at `key` count: cross-field rules (temperature_min <= temperature_max) depend on the
+    other sampled values and are kept by `at_least`."""
+    raw = copy.deepcopy(base)
+    set_dotted(raw, key, value)
+    try:
+        TrainConfig.model_validate(raw)
+    except ValidationError as err:
+        parts = tuple(key.split("."))
+        mine = [e for e in err.errors() if tuple(str(p) for p in e["loc"])[: len(parts)] == parts]
+        if mine:
+            return format_validation_error(mine, "", TrainConfig).removeprefix(": ")
+    return None
 
 
 class DefineByRun:

@@ -51,12 +51,12 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
         score = composite_score(metrics["codebook/usage"], metrics["rank/context"],
                                 metrics["rank/target"], metrics["val/loss"], **objective)
         best["score"] = max(best["score"], score)
+        atomic_write_json(run_dir / "placement.json", {**placement, "end": time.time()})  # latest report
         tune.report({**metrics, "score": score, "score/best": best["score"], "trial/finished": float(final),
                      "trial/diverged": 0.0},
                     checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     result = train(cfg, run_dir, on_epoch=report)
-    atomic_write_json(run_dir / "placement.json", {**placement, "end": time.time()})
     if result.status == "diverged":  # one last report so the search records it and moves on
         epoch = result.epochs + 1
         tune.report({"epoch": epoch, "score": DIVERGED_SCORE, "score/best": max(best["score"], DIVERGED_SCORE),

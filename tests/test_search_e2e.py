@@ -1,0 +1,157 @@
+"""scripts/search.py for real: Ray Tune, Optuna, ASHA, on a small subset of the real ARC data."""
+
+import csv
+import json
+import socket
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.conftest import run_script
+
+pytestmark = pytest.mark.slow
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("results")
+    proc = run_script("scripts/search.py", "spaces/smoke.yaml", "--storage", str(storage), "--name", "smoke",
+                      timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, storage / "smoke"
+
+
+def ray_trials(exp: Path) -> list[dict]:
+    trials = []
+    for params in sorted(exp.glob("*/params.json")):
+        results = [json.loads(line) for line in (params.parent / "result.json").read_text().splitlines()]
+        trials.append({"path": params.parent, "params": json.loads(params.read_text()), "results": results})
+    return trials
+
+
+def test_smoke_search_writes_every_output(smoke):
+    proc, exp = smoke
+    assert "Ray dashboard: http://127.0.0.1:" in proc.stdout and "ray get-auth-token" in proc.stdout
+    for name in ("best_config.yaml", "best_trial.json", "trials.csv", "study.db", "tuner.pkl", "space.yaml",
+                 "command.txt"):
+        assert (exp / name).is_file(), name
+    trials = ray_trials(exp)
+    assert len(trials) == 4
+    for t in trials:
+        assert any(t["path"].glob("events.out.tfevents*")), "Ray's TensorBoard events"
+        assert any((t["path"] / "run" / "tb").glob("events.out.tfevents*")), "the trainer's own scalars"
+        for r in t["results"]:
+            for key in ("score", "score/best", "codebook/usage", "rank/context", "rank/target", "val/loss"):
+                assert key in r
+    rows = list(csv.DictReader((exp / "trials.csv").open()))
+    assert len(rows) == 4 and {r["status"] for r in rows} <= {"completed", "early_stopped", "stopped", "collapsed"}
+    best = json.loads((exp / "best_trial.json").read_text())
+    best_value = max(max(r["score/best"] for r in t["results"]) for t in trials)
+    assert best["value"] == pytest.approx(best_value)
+    assert set(best["checklist"]) >= {"usage_above_15pct_throughout", "context_rank_above_10",
+                                      "target_rank_above_20", "final_val_loss_below_8"}
+
+
+def test_exported_best_config_trains_as_is(smoke, tmp_path):
+    _, exp = smoke
+    proc = run_script("scripts/train.py", str(exp / "best_config.yaml"), "--set", "training.epochs=1",
+                      "--results", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch   1/1" in proc.stdout
+
+
+def test_stopped_trials_are_pruned_in_the_study(smoke):
+    _, exp = smoke
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{exp / 'study.db'}")
+    trials = ray_trials(exp)
+    assert len(study.trials) == len(trials)
+    states = []
+    for ot in study.trials:
+        (ray_trial,) = [t for t in trials if all(t["params"].get(k) == v for k, v in ot.params.items())]
+        finished = ray_trial["results"][-1]["trial/finished"] == 1.0
+        assert ot.state == (optuna.trial.TrialState.COMPLETE if finished else optuna.trial.TrialState.PRUNED)
+        # every reported epoch is an intermediate value, with the value Ray saw
+        assert ot.intermediate_values == {int(r["epoch"]): r["score/best"] for r in ray_trial["results"]}
+        states.append(ot.state)
+    assert optuna.trial.TrialState.PRUNED in states and optuna.trial.TrialState.COMPLETE in states
+
+
+def test_export_best_script_by_another_metric(smoke):
+    _, exp = smoke
+    proc = run_script("scripts/export_best.py", str(exp), "--metric", "val/loss", "--mode", "min")
+    assert proc.returncode == 0, proc.stderr
+    best = json.loads((exp / "best_trial.json").read_text())
+    assert best["metric"] == "val/loss"
+    lowest = min(min(r["val/loss"] for r in t["results"]) for t in ray_trials(exp))
+    assert best["value"] == pytest.approx(lowest)
+    run_script("scripts/export_best.py", str(exp))  # restore the default export for other tests
+
+
+def test_existing_experiment_is_not_overwritten(smoke):
+    _, exp = smoke
+    before = (exp / "trials.csv").stat().st_mtime_ns
+    proc = run_script("scripts/search.py", "spaces/smoke.yaml", "--storage", str(exp.parent), "--name", "smoke")
+    assert proc.returncode == 2
+    assert "--resume" in proc.stderr and "--name" in proc.stderr and "Traceback" not in proc.stderr
+    assert (exp / "trials.csv").stat().st_mtime_ns == before
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    depth = best = 0
+    for _, step in events:
+        depth += step
+        best = max(best, depth)
+    return best
+
+
+def test_fractional_gpus_pack_two_trials_per_gpu(tmp_path):
+    """Two logical GPUs, trials at gpu 0.5 (and cpu 0.5, so four fit on two cores)."""
+    proc = run_script("scripts/search.py", "spaces/smoke.yaml", "--storage", str(tmp_path), "--name", "gpu",
+                      "--num-gpus", "2", "--gpu", "0.5", "--cpu", "0.5", "--max-epochs", "3", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    placements = [json.loads(p.read_text()) for p in (tmp_path / "gpu").glob("*/run/placement.json")]
+    assert len(placements) == 4
+    by_gpu = defaultdict(list)
+    for p in placements:
+        assert len(p["gpu_ids"]) == 1 and p["gpu_ids"][0] in {"0", "1"}
+        assert p["cuda_visible_devices"] == p["gpu_ids"][0]
+        by_gpu[p["gpu_ids"][0]].append((p["start"], p["end"]))
+    overlaps = [max_overlap(v) for v in by_gpu.values()]
+    assert max(overlaps) == 2  # two trials shared one GPU at the same time, never three
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path):
+    port = free_port()
+    head = subprocess.run([RAY, "start", "--head", "--num-cpus=1", f"--port={port}", "--include-dashboard=false",
+                           "--disable-usage-stats"], capture_output=True, text=True, timeout=120)
+    try:
+        assert head.returncode == 0, head.stderr
+        worker = subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
+                                 "--disable-usage-stats"], capture_output=True, text=True, timeout=120)
+        assert worker.returncode == 0, worker.stderr
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_search_joins_a_two_node_cluster(two_node_cluster, tmp_path):
+    proc = run_script("scripts/search.py", "spaces/smoke.yaml", "--storage", str(tmp_path), "--name", "cluster",
+                      "--address", two_node_cluster, "--max-epochs", "3", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Started a local Ray instance" not in proc.stdout + proc.stderr
+    placements = [json.loads(p.read_text()) for p in (tmp_path / "cluster").glob("*/run/placement.json")]
+    assert len(placements) == 4
+    assert len({p["node_id"] for p in placements}) == 2  # trials ran on both nodes
