@@ -67,10 +67,11 @@ class ModelConfig(_Section):
     depth: int = Field(default=2, ge=1, le=12, description="Relational self-attention layers.")
     heads: int = Field(default=4, ge=1, le=16, description="Attention heads (must divide dim).")
     predictor_hidden: int = Field(default=128, ge=8, description="Hidden width of the predictor MLP.")
-    aggregator: Literal["mean", "last"] = Field(
+    aggregator: Literal["mean", "last", "attention", "gru"] = Field(
         default="mean",
-        description="How the k context grid embeddings become one: mean (order-blind, the seed's "
-        "baseline) or last (the most recent grid only).")
+        description="How the k context grid embeddings become one (model/aggregators.py): mean "
+        "(order-blind, the seed's baseline), last (the most recent grid), attention (learned "
+        "pooling with position embeddings), gru (a GRU over the sequence).")
     ema_momentum_start: float = Field(
         default=0.996, ge=0.0, lt=1.0,
         description="Target-encoder EMA momentum at step 0; rises linearly to ema_momentum_end.")
@@ -88,21 +89,54 @@ class ModelConfig(_Section):
 
 class VQConfig(_Section):
     enabled: bool = Field(default=True, description="false: no bottleneck (the seed's no-VQ diagnostic).")
-    kind: Literal["ema"] = Field(default="ema", description="Quantizer: ema = EMA codebook (VQ-VAE).")
-    num_codes: int = Field(default=256, ge=2, le=65536, description="Codebook size K.")
+    kind: Literal["ema", "gradient", "gumbel", "fsq"] = Field(
+        default="ema",
+        description="Quantizer (model/quantizers/): ema = EMA codebook (VQ-VAE, the seed's); gradient = "
+        "codebook learned by gradient (seed option C, ema_decay: null); gumbel = Gumbel-softmax "
+        "(option D); fsq = finite scalar quantization (implicit codebook).")
+    num_codes: int = Field(default=256, ge=2, le=65536,
+                           description="Codebook size K (ema, gradient, gumbel; fsq: product of fsq_levels).")
     commitment_cost: float = Field(default=0.3, ge=0.0,
-                                   description="beta in beta * ||z_e - sg(e)||^2.")
-    ema_decay: float = Field(default=0.99, ge=0.0, lt=1.0,
-                             description="gamma of the EMA codebook update (VQ-VAE, appendix A.1).")
+                                   description="beta in beta * ||z_e - sg(e)||^2 (ema, gradient).")
+    ema_decay: float | None = Field(
+        default=0.99, ge=0.0, lt=1.0,
+        description="gamma of the EMA codebook update (VQ-VAE, appendix A.1); null = no EMA, which "
+        "is kind: gradient.")
     epsilon: float = Field(default=1e-5, gt=0.0,
                            description="Laplace smoothing of the EMA cluster sizes.")
-    refresh_enabled: bool = Field(default=True, description="Dead-code refresh on/off.")
+    init: Literal["random", "kmeans"] = Field(
+        default="random", description="Codebook init (ema, gradient): kmeans = Lloyd on the first training batch.")
+    cosine: bool = Field(default=False, description="Cosine-similarity codes: z and codes l2-normalised (ema, gradient).")
+    estimator: Literal["ste", "rotation"] = Field(
+        default="ste", description="Gradient to the encoder (ema, gradient): straight-through or the rotation trick.")
+    refresh_enabled: bool = Field(default=True, description="Dead-code refresh on/off (ema, gradient).")
     refresh_interval: int = Field(default=500, ge=1,
                                   description="Optimizer steps between dead-code refreshes.")
     refresh_usage_threshold: float = Field(
         default=0.05, ge=0.0, le=1.0,
         description="A code is dead if, since the last refresh, it got fewer than this fraction of "
         "its fair share of assignments (fair share = assignments / num_codes). 0.05: under 5%.")
+    gumbel_temperature_start: float = Field(default=1.0, gt=0.0, description="Gumbel-softmax tau at step 0.")
+    gumbel_temperature_min: float = Field(default=0.1, gt=0.0, description="Floor of the annealed Gumbel tau.")
+    gumbel_anneal_rate: float = Field(default=1e-3, ge=0.0,
+                                      description="tau(t) = max(min, start * exp(-rate * t)), t in steps.")
+    gumbel_kl_weight: float = Field(default=0.01, ge=0.0, description="Weight of KL(code distribution || uniform).")
+    fsq_levels: list[int] = Field(default=[8, 5, 5, 5], min_length=1, max_length=8,
+                                  description="FSQ levels per dimension ([8,5,5,5]: 1000 codes, as in the paper).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "VQConfig":
+        if self.ema_decay is None and self.kind == "ema":
+            raise ValueError("ema_decay: null means no EMA (the seed's option C): set kind: gradient")
+        if self.kind in ("gumbel", "fsq"):
+            for key, default in (("init", "random"), ("cosine", False), ("estimator", "ste")):
+                if getattr(self, key) != default:
+                    raise ValueError(f"{key}: {getattr(self, key)!r} applies to kind ema or gradient, not {self.kind}")
+        if any(level < 2 for level in self.fsq_levels):
+            raise ValueError(f"fsq_levels must all be >= 2, got {self.fsq_levels}")
+        if self.gumbel_temperature_min > self.gumbel_temperature_start:
+            raise ValueError("gumbel_temperature_min must be <= gumbel_temperature_start")
+        return self
 
 
 class LossConfig(_Section):

@@ -49,8 +49,11 @@ class RunResult:
 
 def build_model(cfg: TrainConfig) -> JEPA:
     m, vq, loss = cfg.model, cfg.vq, cfg.loss
-    quantizer = (build_quantizer(vq.kind, m.dim, vq.num_codes, vq.commitment_cost, vq.ema_decay,
-                                 vq.epsilon, vq.refresh_usage_threshold) if vq.enabled else None)
+    gumbel = {"temperature_start": vq.gumbel_temperature_start, "temperature_min": vq.gumbel_temperature_min,
+              "anneal_rate": vq.gumbel_anneal_rate, "kl_weight": vq.gumbel_kl_weight}
+    quantizer = (build_quantizer(vq.kind, m.dim, vq.num_codes, vq.commitment_cost, vq.ema_decay, vq.epsilon,
+                                 vq.refresh_usage_threshold, vq.init, vq.cosine, vq.estimator, gumbel,
+                                 vq.fsq_levels, seed=cfg.seed) if vq.enabled else None)
     return JEPA(m.dim, m.depth, m.heads, m.predictor_hidden, m.aggregator, cfg.data.context_length,
                 quantizer, loss.temperature_init, loss.temperature_min, loss.temperature_max)
 
@@ -208,8 +211,9 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
             # ---- end of epoch: val loss and health metrics
             n = max(1, len(grad_norms))
             metrics = {"epoch": epoch, "step": state["step"], "train/loss": sums["total"] / n}
+            num_codes = model.quantizer.num_codes if model.quantizer is not None else 0
             metrics.update(evaluate(model, data, val_examples, weights, t.batch_size, device,
-                                    cfg.seed, cfg.vq.num_codes))
+                                    cfg.seed, num_codes))
             metrics.update({
                 "loss/infonce": sums["infonce"] / n, "loss/sigreg": sums["sigreg"] / n,
                 "loss/relational": sums["relational"] / n, "loss/vq": sums["vq"] / n,

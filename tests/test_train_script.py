@@ -49,3 +49,16 @@ def test_nan_loss_ends_run_as_diverged(results):
     assert "diverged at epoch 1" in proc.stdout
     status = json.loads((results / "sixth_run" / "status.json").read_text())
     assert status["status"] == "diverged"
+
+
+@pytest.mark.parametrize("config", ["vq_gradient", "vq_gumbel", "vq_fsq", "context_last", "context_attention",
+                                    "context_gru", "loss_weights", "diagnostic_no_vq"])
+def test_each_seed_option_config_trains_one_epoch(results, config):
+    proc = run_script("scripts/train.py", f"configs/{config}.yaml", *SMALL, "--results", str(results))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (m,) = read_metrics(results / config)
+    assert set(METRIC_KEYS) <= set(m)
+    if config == "diagnostic_no_vq":
+        assert math.isnan(m["codebook/usage"])
+    else:
+        assert 0 < m["codebook/usage"] <= 1 and m["codebook/perplexity"] >= 1

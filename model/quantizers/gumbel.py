@@ -1,0 +1,62 @@
+"""Gumbel-softmax quantizer (the seed's Phase 1 option D).
+
+Jang et al. 2017, "Categorical Reparameterization with Gumbel-Softmax", eq. 1; used as a VQ
+bottleneck as in wav2vec 2.0 (Baevski et al. 2020, Sec. 2) and DALL-E's dVAE:
+
+    l = W z                                   code logits [M, K]
+    y = softmax((l + g) / tau),  g ~ Gumbel(0, 1)      (training: soft, differentiable)
+    y = onehot(argmax l)                      (eval: hard, a codebook row exactly)
+    q = y E                                   E: codebook [K, D], learned by gradient
+    L = kl_weight * KL(softmax(l) || U_K) = kl_weight * (sum_k p_k log p_k + log K)
+    tau(t) = max(tau_min, tau_start * exp(-anneal_rate * t)),  t = training steps so far
+
+The KL term to the uniform prior keeps the mean code distribution from collapsing. There is
+no dead-code refresh: every code keeps a gradient through the softmax.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.quantizers import QuantizerOutput
+
+
+class GumbelQuantizer(nn.Module):
+    def __init__(self, dim: int, num_codes: int, temperature_start: float = 1.0,
+                 temperature_min: float = 0.1, anneal_rate: float = 1e-3, kl_weight: float = 0.01,
+                 seed: int = 0):
+        super().__init__()
+        self.num_codes, self.kl_weight = num_codes, kl_weight
+        self.temperature_start, self.temperature_min, self.anneal_rate = temperature_start, temperature_min, anneal_rate
+        self.to_logits = nn.Linear(dim, num_codes)
+        self.codebook = nn.Parameter(torch.randn(num_codes, dim, generator=torch.Generator().manual_seed(seed)))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.generator = torch.Generator().manual_seed(seed)  # Gumbel noise
+
+    def temperature(self) -> float:
+        return max(self.temperature_min, self.temperature_start * math.exp(-self.anneal_rate * int(self.steps)))
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.codebook[indices]
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        logits = self.to_logits(z)  # [M, K]
+        indices = logits.argmax(dim=-1)  # [M]
+        probs = logits.softmax(dim=-1)
+        kl = (probs * torch.log(probs.clamp(min=1e-12))).sum(-1).mean() + math.log(self.num_codes)
+        if self.training:
+            u = torch.rand(logits.shape, generator=self.generator).to(logits.device).clamp(1e-10, 1 - 1e-10)
+            gumbel = -torch.log(-torch.log(u))  # g ~ Gumbel(0, 1)
+            y = ((logits + gumbel) / self.temperature()).softmax(dim=-1)  # eq. 1
+            self.steps += 1
+            quantized = y @ self.codebook  # [M, D]
+        else:
+            quantized = self.lookup(indices)  # hard codes at eval
+        return QuantizerOutput(quantized, indices, self.kl_weight * kl)
+
+    def refresh_dead_codes(self, generator: torch.Generator) -> int:
+        return 0  # not applicable: every code gets a gradient through the softmax
