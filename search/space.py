@@ -16,7 +16,8 @@ A space file::
     seed: 0
 
 dist is one of uniform, loguniform, int, logint, categorical, fixed. `when` samples a parameter
-only if earlier parameters have the given values (else the base config's value stands);
+only if earlier parameters have the given values, or one of a list of values (else the base
+config's value stands);
 `at_least` raises the lower bound to an earlier parameter's sampled value (temperature_max >=
 temperature_min). Every bound and choice is checked against the trainer's own config rules
 before Ray starts, so a space cannot propose a config the trainer would reject.
@@ -25,6 +26,7 @@ before Ray starts, so a space cannot propose a config the trainer would reject.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -46,10 +48,13 @@ class Param(_Strict):
         description="Distribution: uniform/loguniform floats, int/logint integers, categorical, fixed.")
     low: float | None = Field(default=None, description="Lower bound (inclusive) for numeric dists.")
     high: float | None = Field(default=None, description="Upper bound (inclusive) for numeric dists.")
-    choices: list[Scalar] | None = Field(default=None, description="Options for categorical.")
+    choices: list[Scalar | list[Scalar]] | None = Field(
+        default=None, description="Options for categorical (a list option, e.g. FSQ levels, is stored "
+        "in the Optuna study as its JSON text).")
     value: Scalar | list[Scalar] = Field(default=None, description="The value for fixed.")
-    when: dict[str, Scalar] = Field(default_factory=dict,
-                                    description="Sample only if these earlier params have these values.")
+    when: dict[str, Scalar | list[Scalar]] = Field(
+        default_factory=dict,
+        description="Sample only if these earlier params have these values (a list: any of them).")
     at_least: str | None = Field(default=None, description="Earlier param whose value raises `low`.")
 
     @model_validator(mode="after")
@@ -222,13 +227,17 @@ class DefineByRun:
         sampled: dict[str, Any] = {}
         constants: dict[str, Any] = {}
         for key, p in self.params.items():
-            if any(sampled.get(ref, constants.get(ref)) != want for ref, want in p.when.items()):
+            if not all(_matches(sampled.get(ref, constants.get(ref)), want) for ref, want in p.when.items()):
                 continue  # condition off: the base config's value stands
             if p.dist == "fixed":
                 constants[key] = p.value
                 continue
             if p.dist == "categorical":
-                sampled[key] = trial.suggest_categorical(key, p.choices)
+                if all(not isinstance(c, list) for c in p.choices):
+                    sampled[key] = trial.suggest_categorical(key, p.choices)
+                else:  # Optuna stores scalars only: sample the JSON text, hand the trainer the list
+                    text = trial.suggest_categorical(key, [json.dumps(c) for c in p.choices])
+                    sampled[key] = constants[key] = json.loads(text)
                 continue
             low = p.low
             if p.at_least is not None:
@@ -238,4 +247,8 @@ class DefineByRun:
                 sampled[key] = trial.suggest_int(key, low, max(low, int(p.high)), log=p.dist == "logint")
             else:
                 sampled[key] = trial.suggest_float(key, low, max(low, p.high), log=p.dist == "loguniform")
-        return constants  # OptunaSearch merges these with the sampled values
+        return constants  # OptunaSearch merges these over the sampled values
+
+
+def _matches(value: Any, want: Any) -> bool:
+    return value in want if isinstance(want, list) else value == want
