@@ -1,0 +1,55 @@
+"""While a search runs, its Ray dashboard answers on 127.0.0.1 only, and only with the token."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def get(url: str, token: str | None = None) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_dashboard_needs_the_token_and_binds_loopback(tmp_path):
+    proc = subprocess.Popen([sys.executable, "scripts/search.py", "spaces/smoke.yaml", "--storage", str(tmp_path),
+                             "--max-epochs", "3"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        url = None
+        deadline = time.time() + 120
+        while url is None and time.time() < deadline:
+            line = proc.stdout.readline()
+            match = re.search(r"Ray dashboard: (http://[\d.]+:\d+)", line)
+            url = match.group(1) if match else None
+        assert url and url.startswith("http://127.0.0.1:"), "dashboard URL printed"
+        port = int(url.rsplit(":", 1)[1])
+        token_path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+        token = os.environ.get("RAY_AUTH_TOKEN") or token_path.read_text().strip()
+        assert get(f"{url}/api/version") == 401  # no token
+        assert get(f"{url}/api/version", token="wrong") == 403
+        assert get(f"{url}/api/version", token=token) == 200
+        listening = {c.laddr.ip for c in psutil.net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        assert listening == {"127.0.0.1"}
+        proc.stdout.read()  # let the search finish
+        assert proc.wait(timeout=300) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
