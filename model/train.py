@@ -114,9 +114,11 @@ def _format_line(m: dict, epochs: int) -> str:
 
 
 def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None,
-          log: Callable[[str], None] = print) -> RunResult:
+          log: Callable[[str], None] = print, checkpoint_dir: Path | None = None) -> RunResult:
     """Train (or resume) one run. on_epoch(metrics, checkpoint_dir, final) runs after each epoch's
-    checkpoint; final is True on the run's last epoch (max epochs or early stop)."""
+    checkpoint; final is True on the run's last epoch (max epochs or early stop).
+    checkpoint_dir defaults to run_dir/checkpoint (the Ray adapter keeps it out of the synced
+    trial folder, since Ray stores the reported checkpoints itself)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
@@ -140,7 +142,7 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
                   for i, name in enumerate(("examples", "shuffle", "augment", "sigreg", "refresh"))}
     state = {"epoch": 0, "step": 0, "best_val": math.inf, "bad_epochs": 0, "history": []}
 
-    checkpoint_dir = run_dir / "checkpoint"
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else run_dir / "checkpoint"
     checkpoint = checkpoint_dir / "state.pt"
     if checkpoint.is_file():
         saved = torch.load(checkpoint, map_location=device, weights_only=False)

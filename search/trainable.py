@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,13 +33,13 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
     context = tune.get_context()
     cfg = space.trial_config(config, epochs=epochs, name=context.get_trial_id(), num_threads=num_threads)
     run_dir = Path(context.get_trial_dir()) / "run"
+    # The working checkpoint lives outside the trial folder, which Ray syncs to storage while the
+    # trainer writes; Ray keeps the reported checkpoints (checkpoint_0000NN) there itself.
+    checkpoint_dir = Path(tempfile.mkdtemp(prefix=f"ckpt-{context.get_trial_id()}-"))
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # restored by Ray (pause/resume, retry, Tuner.restore)
+    if checkpoint is not None:  # restored by Ray (retry, Tuner.restore)
         with checkpoint.as_directory() as d:
-            (run_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(Path(d) / "state.pt", run_dir / "checkpoint" / "state.pt")
-    elif (run_dir / "checkpoint").exists():  # a retry with no reported checkpoint: start over
-        shutil.rmtree(run_dir / "checkpoint")
+            shutil.copy2(Path(d) / "state.pt", checkpoint_dir / "state.pt")
     placement = {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
                  "pid": os.getpid(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                  "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -56,7 +57,10 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
                      "trial/diverged": 0.0},
                     checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
-    result = train(cfg, run_dir, on_epoch=report)
+    try:
+        result = train(cfg, run_dir, on_epoch=report, checkpoint_dir=checkpoint_dir)
+    finally:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     if result.status == "diverged":  # one last report so the search records it and moves on
         epoch = result.epochs + 1
         tune.report({"epoch": epoch, "score": DIVERGED_SCORE, "score/best": max(best["score"], DIVERGED_SCORE),
