@@ -128,7 +128,7 @@ def test_driver_killed_then_resumed_finishes_the_budget(tmp_path, sig):
         time.sleep(delay)
         finished_before = {r["trial_id"]: (exp / f"trial_{r['trial_id']}" / "result.json").read_text()
                            for r in rows(exp) if r["status"] == "completed"}
-        os.killpg(proc.pid, sig) if sig == signal.SIGKILL else proc.send_signal(sig)
+        proc.send_signal(sig)  # the driver process alone; Ray's own processes share its fate
         proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
