@@ -13,12 +13,9 @@ val/loss, with the machine and this command, so a reader sees which fixes help.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
-import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,20 +38,12 @@ def first_comment(path: Path) -> str:
 
 
 def run_one(config: Path, epochs: int, results: Path, overrides: list[str]) -> dict:
-    name = config.stem
-    shutil.rmtree(results / name, ignore_errors=True)
-    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), str(config), "--set", f"training.epochs={epochs}",
-           "--set", "training.early_stopping.patience=null", "--set", "training.num_threads=1",
-           *[a for o in overrides for a in ("--set", o)], "--name", name, "--results", str(results)]
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    wall = time.perf_counter() - started
-    rows = [json.loads(line) for line in (results / name / "metrics.jsonl").read_text().splitlines()] \
-        if (results / name / "metrics.jsonl").is_file() else []
-    status = json.loads((results / name / "status.json").read_text())["status"] \
-        if (results / name / "status.json").is_file() else f"error (exit {proc.returncode})"
-    return {"name": name, "what": first_comment(config), "rows": rows, "status": status, "wall_s": wall,
-            "stderr": proc.stderr[-2000:] if proc.returncode not in (0, 1) else ""}
+    from search.runs import train_subprocess
+
+    run = train_subprocess(config, config.stem, results, [
+        f"training.epochs={epochs}", "training.early_stopping.patience=null", "training.num_threads=1", *overrides])
+    return {"name": run.name, "what": first_comment(config), "rows": run.rows, "status": run.status,
+            "wall_s": run.wall_s, "stderr": run.error}
 
 
 def fmt(value, pattern: str) -> str:

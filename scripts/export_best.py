@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Re-export best_config.yaml, best_trial.json and trials.csv from an experiment folder.
 
-    python scripts/export_best.py results/<experiment> [--metric score/best] [--mode max]
+    python scripts/export_best.py results/<experiment> [--metric score] [--mode max] [--reduce last|best]
 
 Works on finished and interrupted experiments (reads only the files on disk).
 """
@@ -20,8 +20,11 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", help="results/<experiment> folder")
-    parser.add_argument("--metric", default="score/best", help="any reported key (default score/best)")
+    parser.add_argument("--metric", default="score", help="any reported key (default: score)")
     parser.add_argument("--mode", choices=["max", "min"], default="max")
+    parser.add_argument("--reduce", choices=["last", "best"], default="last",
+                        help="rank trials by the metric at their last epoch (default, the search's "
+                        "objective) or by its best value over the run")
     args = parser.parse_args(argv)
     exp_dir = Path(args.experiment)
     if not exp_dir.is_dir() or not any(exp_dir.glob("*/params.json")):
@@ -30,11 +33,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from search.export import export_best
 
-    best = export_best(exp_dir, args.metric, args.mode)
+    best = export_best(exp_dir, args.metric, args.mode, args.reduce)
     if best is None:
         print(f"error: {exp_dir}: no trial reported {args.metric}", file=sys.stderr)
         return 1
-    print(f"best trial {best.trial_id} by {args.metric} ({args.mode}): {best.best(args.metric, args.mode):.4f}")
+    print(f"best trial {best.trial_id} by {args.reduce} {args.metric} ({args.mode}): "
+          f"{best.value(args.metric, args.mode, args.reduce):.4f}")
     print(f"wrote {exp_dir / 'best_config.yaml'}, {exp_dir / 'best_trial.json'}, {exp_dir / 'trials.csv'}")
     return 0
 

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if best is None:
         print(f"no trial produced a result; see {exp_dir}", file=sys.stderr)
         return 1
-    print(f"best trial {best.trial_id}: score/best {best.best('score/best', 'max'):.4f} ({best.status})")
+    print(f"best trial {best.trial_id}: final score {best.final('score'):.4f} ({best.status})")
     print(f"best config: {exp_dir / 'best_config.yaml'}\n  run it: python scripts/train.py {exp_dir / 'best_config.yaml'}")
     print(f"trials: {exp_dir / 'trials.csv'}; study: sqlite:///{exp_dir / 'study.db'}")
     return 0

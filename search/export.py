@@ -40,11 +40,20 @@ class TrialRecord:
         return self.results[-1] if self.results else {}
 
     def best(self, metric: str, mode: str) -> float:
+        """Best finite value of metric over the trial's reports (nan if none)."""
         values = [r[metric] for r in self.results if isinstance(r.get(metric), (int, float))
                   and math.isfinite(r[metric])]
         if not values:
             return math.nan
         return max(values) if mode == "max" else min(values)
+
+    def final(self, metric: str) -> float:
+        """The metric at the trial's last report (nan if missing or not finite)."""
+        value = self.last.get(metric)
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+
+    def value(self, metric: str, mode: str, reduce: str) -> float:
+        return self.final(metric) if reduce == "last" else self.best(metric, mode)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -108,29 +117,32 @@ def _csv_text(trials: list[TrialRecord]) -> str:
     return out.getvalue()
 
 
-def export_best(exp_dir: str | Path, metric: str = "score/best", mode: str = "max",
+def export_best(exp_dir: str | Path, metric: str = "score", mode: str = "max", reduce: str = "last",
                 collapse_floor: float = 0.02, collapse_patience: int = 3) -> TrialRecord | None:
-    """Write best_config.yaml, best_trial.json and trials.csv; returns the best trial (or None)."""
+    """Write best_config.yaml, best_trial.json and trials.csv; returns the best trial (or None).
+
+    Trials are ranked by `metric` at their last report (reduce="last", the search's objective)
+    or by its best value over the run (reduce="best")."""
     exp_dir = Path(exp_dir)
     trials = read_trials(exp_dir, collapse_floor, collapse_patience)
     atomic_write_text(exp_dir / "trials.csv", _csv_text(trials))
-    scored = [t for t in trials if math.isfinite(t.best(metric, mode))
+    scored = [t for t in trials if math.isfinite(t.value(metric, mode, reduce))
               and (t.path / "run" / "config.yaml").is_file()]
     if not scored:
         return None
     sign = 1 if mode == "max" else -1
-    best = max(scored, key=lambda t: sign * t.best(metric, mode))
+    best = max(scored, key=lambda t: sign * t.value(metric, mode, reduce))
 
     config = yaml.safe_load((best.path / "run" / "config.yaml").read_text())
     config["name"] = f"{exp_dir.name}-best"
     atomic_write_text(exp_dir / "best_config.yaml",
-                      f"# best trial {best.trial_id} of {exp_dir} by {metric} ({mode}); "
+                      f"# best trial {best.trial_id} of {exp_dir} by {reduce} {metric} ({mode}); "
                       f"run it with: python scripts/train.py {exp_dir / 'best_config.yaml'}\n"
                       + yaml.safe_dump(config, sort_keys=False))
     history = _read_jsonl(best.path / "run" / "metrics.jsonl")
     atomic_write_json(exp_dir / "best_trial.json", {
         "trial_id": best.trial_id,
-        "metric": metric, "mode": mode, "value": best.best(metric, mode),
+        "metric": metric, "mode": mode, "reduce": reduce, "value": best.value(metric, mode, reduce),
         "status": best.status,
         "epochs": best.last.get("epoch", 0),
         "params": best.params,

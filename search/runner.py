@@ -6,6 +6,7 @@
         study.db                        the Optuna study (sqlite): optuna-dashboard, importances
         space.yaml, command.txt         the space as given and how to rerun/resume
         best_config.yaml, best_trial.json, trials.csv    (search/export.py)
+        report.md, curves.png, params.png, importance.png (search/report.py)
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ class BestSoFar(Callback):
         export_best(self.exp_dir, collapse_floor=self.floor, collapse_patience=self.patience)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get("score/best", -math.inf) > self.best:
-            self.best = result["score/best"]
+        if result.get("score", -math.inf) > self.best:
+            self.best = result["score"]
             self._export()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -145,7 +146,7 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
             sampler = (optuna.samplers.TPESampler(seed=space.seed) if space.sampler == "tpe"
                        else optuna.samplers.RandomSampler(seed=space.seed))
             searcher = PruningAwareOptunaSearch(
-                space=DefineByRun(space.params), metric="score/best", mode="max", sampler=sampler,
+                space=DefineByRun(space.params), metric="score", mode="max", sampler=sampler,
                 storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'study.db'}"),
                 study_name=exp_dir.name)
             scheduler = ASHAScheduler(time_attr="epoch", metric="score", mode="max", max_t=opts.max_epochs,
@@ -168,8 +169,13 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
         tuner.fit()
     finally:
         ray.shutdown()
-    return export_best(exp_dir, collapse_floor=objective.collapse_usage_floor,
+    best = export_best(exp_dir, collapse_floor=objective.collapse_usage_floor,
                        collapse_patience=objective.collapse_patience)
+    if best is not None:
+        from search.report import write_report
+
+        print(f"report: {write_report(exp_dir)}")
+    return best
 
 
 def format_command(argv: list[str]) -> str:

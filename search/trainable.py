@@ -1,8 +1,8 @@
 """The Ray adapter: Ray's config dict in, the trainer's typed config out, one report per epoch.
 
 This is the only place a trial touches dicts. Each report carries every trainer metric plus
-`score` (search/score.py), `score/best` (best score so far: the trial's objective, as the
-tuning playbook asks), `trial/finished` (1.0 on the trainer's own last epoch, so a trial that
+`score` (search/score.py; its value at the trial's last epoch is the trial's objective),
+`score/best` (best score so far, for information), `trial/finished` (1.0 on the trainer's own last epoch, so a trial that
 ends without it was stopped by ASHA or the collapse stopper) and a checkpoint, so ASHA can
 pause a trial and Ray can resume it.
 """

@@ -7,7 +7,7 @@ from search.space import DefineByRun, Param
 
 def make(tmp_path, name="s"):
     params = {"x": Param(dist="uniform", low=0.0, high=1.0), "k": Param(dist="categorical", choices=["a", "b"])}
-    return PruningAwareOptunaSearch(space=DefineByRun(params), metric="score/best", mode="max",
+    return PruningAwareOptunaSearch(space=DefineByRun(params), metric="score", mode="max",
                                     sampler=optuna.samplers.TPESampler(seed=0), study_name=name,
                                     storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}"))
 
@@ -24,8 +24,8 @@ def test_trial_asked_after_the_last_snapshot_is_adopted_not_duplicated(tmp_path)
     assert again == lost  # the orphan's params, not a fresh draw
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert len(study.trials) == 2
-    restored.on_trial_complete("t1", {"score/best": 0.5, "epoch": 2, "trial/finished": 1.0})
-    restored.on_trial_complete("t3", {"score/best": 0.2, "epoch": 1, "trial/finished": 0.0})
+    restored.on_trial_complete("t1", {"score": 0.5, "epoch": 2, "trial/finished": 1.0})
+    restored.on_trial_complete("t3", {"score": 0.2, "epoch": 1, "trial/finished": 0.0})
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED]
     assert study.trials[0].params == first and study.trials[1].params == lost
@@ -35,8 +35,8 @@ def test_trial_asked_after_the_last_snapshot_is_adopted_not_duplicated(tmp_path)
 def test_stopped_trial_is_pruned_with_its_intermediate_values(tmp_path):
     searcher = make(tmp_path)
     searcher.suggest("t1")
-    searcher.on_trial_result("t1", {"score/best": 0.1, "epoch": 1})
-    searcher.on_trial_complete("t1", {"score/best": 0.3, "epoch": 2, "trial/finished": 0.0})
+    searcher.on_trial_result("t1", {"score": 0.1, "epoch": 1})
+    searcher.on_trial_complete("t1", {"score": 0.3, "epoch": 2, "trial/finished": 0.0})
     (trial,) = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
     assert trial.state == TrialState.PRUNED
     assert trial.intermediate_values == {1: 0.1, 2: 0.3}

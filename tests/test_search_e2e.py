@@ -51,7 +51,7 @@ def test_smoke_search_writes_every_output(smoke):
     rows = list(csv.DictReader((exp / "trials.csv").open()))
     assert len(rows) == 4 and {r["status"] for r in rows} <= {"completed", "early_stopped", "stopped", "collapsed"}
     best = json.loads((exp / "best_trial.json").read_text())
-    best_value = max(max(r["score/best"] for r in t["results"]) for t in trials)
+    best_value = max(t["results"][-1]["score"] for t in trials)  # the objective: final score
     assert best["value"] == pytest.approx(best_value)
     assert set(best["checklist"]) >= {"usage_above_15pct_throughout", "context_rank_above_10",
                                       "target_rank_above_20", "final_val_loss_below_8"}
@@ -76,17 +76,18 @@ def test_stopped_trials_are_pruned_in_the_study(smoke):
         finished = ray_trial["results"][-1]["trial/finished"] == 1.0
         assert ot.state == (optuna.trial.TrialState.COMPLETE if finished else optuna.trial.TrialState.PRUNED)
         # every reported epoch is an intermediate value, with the value Ray saw
-        assert ot.intermediate_values == {int(r["epoch"]): r["score/best"] for r in ray_trial["results"]}
+        assert ot.intermediate_values == {int(r["epoch"]): r["score"] for r in ray_trial["results"]}
+        assert ot.value == ray_trial["results"][-1]["score"]
         states.append(ot.state)
     assert optuna.trial.TrialState.PRUNED in states and optuna.trial.TrialState.COMPLETE in states
 
 
 def test_export_best_script_by_another_metric(smoke):
     _, exp = smoke
-    proc = run_script("scripts/export_best.py", str(exp), "--metric", "val/loss", "--mode", "min")
+    proc = run_script("scripts/export_best.py", str(exp), "--metric", "val/loss", "--mode", "min", "--reduce", "best")
     assert proc.returncode == 0, proc.stderr
     best = json.loads((exp / "best_trial.json").read_text())
-    assert best["metric"] == "val/loss"
+    assert best["metric"] == "val/loss" and best["reduce"] == "best"
     lowest = min(min(r["val/loss"] for r in t["results"]) for t in ray_trials(exp))
     assert best["value"] == pytest.approx(lowest)
     run_script("scripts/export_best.py", str(exp))  # restore the default export for other tests
@@ -155,3 +156,43 @@ def test_search_joins_a_two_node_cluster(two_node_cluster, tmp_path):
     placements = [json.loads(p.read_text()) for p in (tmp_path / "cluster").glob("*/run/placement.json")]
     assert len(placements) == 4
     assert len({p["node_id"] for p in placements}) == 2  # trials ran on both nodes
+
+
+def test_report_matches_the_stored_metrics(smoke):
+    proc, exp = smoke
+    assert "report:" in proc.stdout
+    text = (exp / "report.md").read_text()
+    for png in ("curves.png", "params.png"):
+        assert (exp / png).stat().st_size > 10_000 and f"]({png})" in text
+    trials = ray_trials(exp)
+    assert f"{len(trials)} trials:" in text
+    table = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(table) == len(trials)
+    finals = sorted((t["results"][-1]["score"] for t in trials), reverse=True)
+    shown = [float(line.split("|")[4]) for line in table]  # the final-score column, best first
+    assert shown == pytest.approx([round(f, 4) for f in finals], abs=1e-4)
+    for t in trials:  # each row's checklist is the one evaluated on that trial's history
+        from search.checklist import evaluate_checklist
+
+        history = [json.loads(x) for x in (t["path"] / "run" / "metrics.jsonl").read_text().splitlines()]
+        checks = evaluate_checklist(history, 2)
+        row = next(line for line in table if line.startswith(f"| `{t['path'].name.removeprefix('trial_')}`"))
+        cells = [c.strip() for c in row.strip("|").split("|")][-8:]
+        assert cells == ["pass" if v["pass"] else "FAIL" for v in checks.values()]
+    assert "torch " in text and "ray " in text and "optuna " in text and "scripts/search.py" in text
+
+
+def test_verify_retrains_the_best_with_fresh_seeds(smoke):
+    _, exp = smoke
+    proc = run_script("scripts/verify.py", str(exp), "--seeds", "2", "--top", "1", "--epochs", "1", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    verify = json.loads((exp / "verify.json").read_text())
+    (trial_id, items) = next(iter(verify["trials"].items()))
+    assert verify["seeds"] == [1000, 1001]
+    assert len(items["final_val_loss_below_8"]["values"]) == 2
+    runs = sorted((exp / "verify").iterdir())
+    assert [r.name for r in runs] == [f"{trial_id}-seed1000", f"{trial_id}-seed1001"]
+    losses = [json.loads((r / "metrics.jsonl").read_text().splitlines()[-1])["val/loss"] for r in runs]
+    assert items["final_val_loss_below_8"]["values"] == pytest.approx(losses)
+    assert losses[0] != losses[1]  # fresh seeds, not a replay
+    assert "## Verification" in (exp / "report.md").read_text()

@@ -1,0 +1,37 @@
+#!/usr/bin/env python
+"""Write results/<experiment>/report.md with its plots (curves.png, params.png, importance.png).
+
+    python scripts/report.py results/<experiment> [--top 10]
+
+Also run at the end of every search. Reads only the experiment folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# Python puts scripts/ first on sys.path, where search.py would shadow the `search` package:
+# put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", help="results/<experiment> folder")
+    parser.add_argument("--top", type=int, default=10, help="rows in the top-trials table")
+    args = parser.parse_args(argv)
+    exp_dir = Path(args.experiment)
+    if not exp_dir.is_dir() or not any(exp_dir.glob("*/params.json")):
+        print(f"error: {exp_dir}: not an experiment folder (no trial folders with params.json)", file=sys.stderr)
+        return 2
+
+    from search.report import write_report
+
+    print(f"wrote {write_report(exp_dir, args.top)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

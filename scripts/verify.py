@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Was the winner luck? Retrain the best trial (and the runner-up) from scratch with fresh seeds.
+
+    python scripts/verify.py results/<experiment> [--seeds 3] [--top 2] [--epochs E] [--jobs 2]
+
+Each of the top trials (by final score) is retrained from its own resolved config for its full
+epochs (or --epochs) with seeds 1000, 1001, ... (never the search's), under
+results/<experiment>/verify/. Its metrics are on the held-out validation tasks, as in every run.
+Writes verify.json (mean, spread and pass rate of each checklist item per trial) and refreshes
+report.md, which then includes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # scripts/ would shadow the `search` package
+
+SEED_BASE = 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", help="results/<experiment> folder")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--top", type=int, default=2, help="how many of the best trials (default: best and runner-up)")
+    parser.add_argument("--epochs", type=int, help="override the trials' epochs (default: their full budget)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    args = parser.parse_args(argv)
+    exp_dir = Path(args.experiment)
+    if not exp_dir.is_dir() or not any(exp_dir.glob("*/params.json")):
+        print(f"error: {exp_dir}: not an experiment folder (no trial folders with params.json)", file=sys.stderr)
+        return 2
+    if args.seeds < 1 or args.top < 1 or (args.epochs is not None and args.epochs < 1):
+        print("error: --seeds, --top and --epochs must be >= 1", file=sys.stderr)
+        return 2
+
+    import math
+
+    import yaml
+
+    from model.io import atomic_write_json
+    from search.checklist import evaluate_checklist
+    from search.export import read_trials
+    from search.report import write_report
+    from search.runs import train_subprocess
+
+    trials = [t for t in read_trials(exp_dir) if math.isfinite(t.final("score")) and (t.path / "run" / "config.yaml").is_file()]
+    trials = sorted(trials, key=lambda t: t.final("score"), reverse=True)[: args.top]
+    jobs = []
+    for t in trials:
+        planned = args.epochs or yaml.safe_load((t.path / "run" / "config.yaml").read_text())["training"]["epochs"]
+        for i in range(args.seeds):
+            seed = SEED_BASE + i
+            jobs.append((t, seed, planned, [f"seed={seed}", f"training.epochs={planned}", "training.num_threads=1"]))
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        runs = list(pool.map(lambda j: train_subprocess(j[0].path / "run" / "config.yaml",
+                                                          f"{j[0].trial_id}-seed{j[1]}", exp_dir / "verify", j[3]), jobs))
+    summary: dict[str, dict] = {}
+    for (t, seed, planned, _), run in zip(jobs, runs):
+        if run.error:
+            print(f"{run.name} failed:\n{run.error}", file=sys.stderr)
+        checks = evaluate_checklist(run.rows, planned)
+        for item, result in checks.items():
+            entry = summary.setdefault(t.trial_id, {}).setdefault(item, {"passes": [], "values": []})
+            entry["passes"].append(bool(result["pass"]))
+            entry["values"].append(float(result["value"]))
+    report = {"command": shlex.join(["python", "scripts/verify.py", *(argv if argv is not None else sys.argv[1:])]),
+              "seeds": [SEED_BASE + i for i in range(args.seeds)], "trials": {}}
+    for trial_id, items in summary.items():
+        report["trials"][trial_id] = {
+            item: {"pass_rate": sum(e["passes"]) / len(e["passes"]), "mean": statistics.fmean(e["values"]),
+                   "std": statistics.pstdev(e["values"]), "values": e["values"]}
+            for item, e in items.items()}
+    atomic_write_json(exp_dir / "verify.json", report)
+    write_report(exp_dir)
+    for trial_id, items in report["trials"].items():
+        print(f"trial {trial_id}:")
+        for item, s in items.items():
+            print(f"  {item:32s} pass {s['pass_rate']:4.0%}  mean {s['mean']:.4g}  std {s['std']:.3g}")
+    print(f"wrote {exp_dir / 'verify.json'} and {exp_dir / 'report.md'}")
+    return 0 if all(not r.error for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

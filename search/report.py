@@ -1,0 +1,211 @@
+"""An experiment's report: results/<experiment>/report.md with PNG plots beside it.
+
+    curves.png        score, codebook usage, context and target rank, val loss per epoch for
+                      every trial; the best trial highlighted; x where a trial was stopped early
+    params.png        each searched parameter against the trial's final score (log axes for log
+                      distributions)
+    importance.png    Optuna's parameter importances (PED-ANOVA, Watanabe et al. 2023) from the
+                      stored study
+    report.md         the plots, a table of the top trials with their parameters and the seed's
+                      checklist (pass/fail per item), the verification (scripts/verify.py) when it
+                      exists, the reproduce command and the versions of torch, ray and optuna
+
+Everything is read from the experiment folder (search/export.py), so the report can be made
+for a running, finished or interrupted search.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+import yaml  # noqa: E402
+
+from model.io import atomic_write_text  # noqa: E402
+from search.checklist import evaluate_checklist  # noqa: E402
+from search.export import TrialRecord, _read_jsonl, read_trials  # noqa: E402
+
+CURVES = [("score", "composite score"), ("codebook/usage", "codebook usage"), ("rank/context", "context rank"),
+          ("rank/target", "target rank"), ("val/loss", "val loss")]
+TARGETS = {"codebook/usage": 0.15, "rank/context": 10.0, "rank/target": 20.0}
+SHORT = {"usage_above_15pct_throughout": "usage>15%", "context_rank_above_10": "ctx rank>10",
+         "target_rank_above_20": "tgt rank>20", "no_val_spike_over_2x": "no spike", "grad_norm_mean_below_50": "grad mean<50",
+         "grad_norm_max_below_150": "grad max<150", "completed_all_epochs": "all epochs", "final_val_loss_below_8": "val<8"}
+
+
+def _best_score(t: TrialRecord) -> float:
+    """The search's objective: the trial's score at its last epoch."""
+    return t.final("score")
+
+
+def plot_curves(trials: list[TrialRecord], best: TrialRecord | None, path: Path) -> None:
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4.2 * len(CURVES), 3.6), constrained_layout=True)
+    for ax, (key, label) in zip(axes, CURVES):
+        for t in trials:
+            xs = [r["epoch"] for r in t.results if key in r and _finite(r[key])]
+            ys = [r[key] for r in t.results if key in r and _finite(r[key])]
+            if not xs or t is best:
+                continue
+            ax.plot(xs, ys, color="0.6", lw=0.8, alpha=0.7)
+            if t.status in ("stopped", "collapsed"):
+                ax.plot(xs[-1], ys[-1], "x", color="tab:red", ms=4, alpha=0.8)
+        if best is not None:
+            xs = [r["epoch"] for r in best.results if _finite(r.get(key, math.nan))]
+            ys = [r[key] for r in best.results if _finite(r.get(key, math.nan))]
+            ax.plot(xs, ys, color="tab:blue", lw=2.2, label=f"best ({best.trial_id})")
+        if key in TARGETS:
+            ax.axhline(TARGETS[key], color="tab:green", ls="--", lw=1, label="seed target")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[0].plot([], [], "x", color="tab:red", label="stopped early")
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"{len(trials)} trials per epoch")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_params(trials: list[TrialRecord], space: dict, path: Path) -> list[str]:
+    params = [k for k, p in space.get("params", {}).items() if p.get("dist") != "fixed"]
+    if not params:
+        return []
+    cols = min(4, len(params))
+    rows = math.ceil(len(params) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), constrained_layout=True, squeeze=False)
+    for ax, key in zip(axes.flat, params):
+        dist = space["params"][key]["dist"]
+        pts = [(t.params[key], _best_score(t)) for t in trials if key in t.params and _finite(_best_score(t))]
+        if dist == "categorical":
+            labels = [json.dumps(c) if isinstance(c, list) else str(c) for c in space["params"][key]["choices"]]
+            index = {lab: i for i, lab in enumerate(labels)}
+            xs = [index.get(json.dumps(v) if isinstance(v, list) else str(v), -1) for v, _ in pts]
+            ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
+        else:
+            xs = [v for v, _ in pts]
+            if dist in ("loguniform", "logint"):
+                ax.set_xscale("log")
+                ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 1-2-5 ticks
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())  # default minor labels collide
+        ax.scatter(xs, [s for _, s in pts], s=18, alpha=0.75)
+        ax.set_xlabel(key, fontsize=9)
+        ax.set_ylabel("final score")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(params):]:
+        ax.axis("off")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return params
+
+
+def param_importances(exp_dir: Path) -> dict[str, float]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=exp_dir.name, storage=f"sqlite:///{exp_dir / 'study.db'}")
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if len(done) < 2:
+            return {}
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator()  # no scikit-learn needed
+        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
+    except Exception as err:  # too few or degenerate trials: the report says so
+        return {"(not computable)": float("nan"), str(err)[:80]: float("nan")}
+
+
+def plot_importances(importances: dict[str, float], path: Path) -> None:
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(names) + 1.2), constrained_layout=True)
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.set_xlabel("importance (PED-ANOVA, normalised)")
+    ax.set_title("parameter importance")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return json.dumps(v) if isinstance(v, list) else str(v)
+
+
+def write_report(exp_dir: str | Path, top: int = 10) -> Path:
+    exp_dir = Path(exp_dir)
+    trials = read_trials(exp_dir)
+    scored = sorted([t for t in trials if _finite(_best_score(t))], key=_best_score, reverse=True)
+    best = scored[0] if scored else None
+    space = yaml.safe_load((exp_dir / "space.yaml").read_text()) if (exp_dir / "space.yaml").is_file() else {}
+    plot_curves(trials, best, exp_dir / "curves.png")
+    params = plot_params(trials, space, exp_dir / "params.png")
+    importances = param_importances(exp_dir)
+    if importances and all(_finite(v) for v in importances.values()):
+        plot_importances(importances, exp_dir / "importance.png")
+
+    import optuna
+    import ray
+    import torch
+
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    lines = [f"# Search report: {exp_dir.name}", "",
+             f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".", ""]
+    if best is not None:
+        lines += [f"Best trial: `{best.trial_id}`, final score {_best_score(best):.4f} ({best.status}); "
+                  f"config: `{exp_dir / 'best_config.yaml'}`.", ""]
+    lines += ["## Per epoch", "", "![curves](curves.png)", ""]
+    if params:
+        lines += ["## Parameters against score", "", "![params](params.png)", ""]
+    lines += ["## Parameter importance", ""]
+    if importances and all(_finite(v) for v in importances.values()):
+        lines += ["Over the study's completed trials only (pruned ones are not in Optuna's importance).", "",
+                  "![importance](importance.png)", "", "| parameter | importance |", "|---|---|"]
+        lines += [f"| `{k}` | {v:.3f} |" for k, v in importances.items()]
+    else:
+        lines += ["Not computable yet (needs at least two completed trials with varied parameters)."]
+    lines += ["", f"## Top {min(top, len(scored))} trials", ""]
+    header = ["trial", "status", "epochs", "final score", "best score", *[f"`{p}`" for p in params], *SHORT.values()]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for t in scored[:top]:
+        history = _read_jsonl(t.path / "run" / "metrics.jsonl")
+        planned = _planned_epochs(t)
+        checks = evaluate_checklist(history, planned)
+        marks = ["pass" if checks.get(k, {}).get("pass") else "FAIL" for k in SHORT]
+        lines.append("| " + " | ".join([f"`{t.trial_id}`", t.status, str(t.last.get("epoch", 0)),
+                                         f"{_best_score(t):.4f}", f"{t.best('score', 'max'):.4f}",
+                                         *[_fmt(t.params.get(p, "")) for p in params],
+                                         *marks]) + " |")
+    verify = exp_dir / "verify.json"
+    if verify.is_file():
+        lines += ["", "## Verification (fresh seeds, full epochs)", "", *_verify_lines(json.loads(verify.read_text()))]
+    command = (exp_dir / "command.txt").read_text().strip() if (exp_dir / "command.txt").is_file() else "(unknown)"
+    lines += ["", "## Reproduce", "", "```", command, "```", "",
+              f"torch {torch.__version__}, ray {ray.__version__}, optuna {optuna.__version__}.", ""]
+    path = exp_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def _planned_epochs(t: TrialRecord) -> int:
+    cfg = t.path / "run" / "config.yaml"
+    return yaml.safe_load(cfg.read_text())["training"]["epochs"] if cfg.is_file() else 0
+
+
+def _verify_lines(v: dict) -> list[str]:
+    lines = [f"Command: `{v.get('command', '')}`; seeds {v.get('seeds')}.", "",
+             "| trial | item | pass rate | mean | std |", "|---|---|---|---|---|"]
+    for trial_id, items in v.get("trials", {}).items():
+        for item, s in items.items():
+            lines.append(f"| `{trial_id}` | {item} | {s['pass_rate']:.0%} | {s['mean']:.4g} | {s['std']:.3g} |")
+    return lines
