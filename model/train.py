@@ -10,6 +10,9 @@ Per-epoch keys: epoch, step, train/loss, val/loss, loss/infonce, loss/sigreg, lo
 loss/vq, codebook/usage, codebook/perplexity, codebook/refreshed, rank/context, rank/target,
 isotropy/context, isotropy/target, grad/norm_mean, grad/norm_max, temperature, time/epoch_s.
 Usage, perplexity, ranks and isotropy are measured on the val split once per epoch.
+loss/infonce and loss/sigreg are unweighted; loss/relational is the weighted sum of its two
+terms (weight, context_self_weight) and loss/vq includes the commitment cost, as they enter
+train/loss = infonce + sigreg_weight * sigreg + relational + vq.
 """
 
 from __future__ import annotations

@@ -71,20 +71,21 @@ def test_nan_trial_is_recorded_as_diverged_and_the_search_completes(tmp_path):
     assert all(t.value == -1.0 for t in study.trials if t.params["training.lr"] == 1e20)
 
 
-def kill_worker_after_first_epoch(exp: Path, killed: set) -> int:
-    """SIGKILL the worker of the first trial that has reported an epoch (a pid not killed before)."""
+def kill_worker_after_an_epoch(exp: Path, killed: set, trial: str | None = None) -> str:
+    """SIGKILL a trial's worker once it has reported an epoch since it started: the first trial
+    to do so, or the given one (after a restart: its new worker, after a new report)."""
     def victim():
-        for placement in exp.glob("*/run/placement.json"):
+        for placement in sorted(exp.glob(f"{trial or '*'}/run/placement.json")):
             info = json.loads(placement.read_text())
-            results = placement.parent.parent / "result.json"
-            if info["pid"] not in killed and results.is_file() and results.read_text().strip():
+            reported_since_start = info.get("end", 0) > info["start"]  # `end` = time of the latest report
+            if info["pid"] not in killed and reported_since_start:
                 return info["pid"], placement.parent.parent.name
         return None
 
-    pid, trial = wait_for(victim)
+    pid, name = wait_for(victim)
     os.kill(pid, signal.SIGKILL)
     killed.add(pid)
-    return trial
+    return name
 
 
 @pytest.mark.parametrize("kills,expected", [(1, "completed"), (2, "failed")])
@@ -95,10 +96,9 @@ def test_killed_worker_is_retried_from_its_checkpoint_then_failed(tmp_path, kill
     proc = start(space, tmp_path / "r", "kill")
     try:
         killed: set = set()
-        trial = kill_worker_after_first_epoch(exp, killed)
-        for _ in range(kills - 1):  # kill the retry too: the trial has no retries left
-            wait_for(lambda: json.loads((exp / trial / "run" / "placement.json").read_text())["pid"] not in killed)
-            kill_worker_after_first_epoch(exp, killed)
+        trial = kill_worker_after_an_epoch(exp, killed)
+        for _ in range(kills - 1):  # kill its retry too: the trial has no retries left
+            kill_worker_after_an_epoch(exp, killed, trial)
         assert proc.wait(timeout=600) == 0
     finally:
         if proc.poll() is None:
