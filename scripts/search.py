@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -77,10 +78,20 @@ def main(argv: list[str] | None = None) -> int:
                          resume=args.resume, address=args.address, dashboard_host=args.dashboard_host,
                          num_gpus=args.num_gpus, command=format_command([a for a in argv if a != "--resume"]))
     try:
-        best = run_search(loaded, opts)
+        best, interrupted = run_search(loaded, opts)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before Ray Tune took over the signal (setup, export)
+        if not args.resume and exp_dir.is_dir() and not (exp_dir / "tuner.pkl").is_file():
+            shutil.rmtree(exp_dir)  # nothing resumable was written: leave no half experiment
+            print("interrupted before the search started; nothing was kept", file=sys.stderr)
+            return 130
+        interrupted, best = True, None
+    if interrupted:
+        print(f"interrupted: the best so far is in {exp_dir}; continue with:\n  {opts.command} --resume",
+              file=sys.stderr)
+        return 130
     if best is None:
         print(f"no trial produced a result; see {exp_dir}", file=sys.stderr)
         return 1

@@ -37,6 +37,8 @@ class PruningAwareOptunaSearch(OptunaSearch):
         return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if isinstance(self.metric, list):
+            return  # Optuna keeps no intermediate values for multi-objective studies
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         trial = self._ot_trials[trial_id]
@@ -47,8 +49,11 @@ class PruningAwareOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
-        if result and self.metric in result:  # Ray passes the last result here, not to on_trial_result
-            self.on_trial_result(trial_id, result)
+        if result and isinstance(self.metric, str) and self.metric in result:
+            self.on_trial_result(trial_id, result)  # Ray passes the last result here, not to on_trial_result
+        if result and isinstance(self.metric, list) and not all(
+                isinstance(result.get(m), (int, float)) and result[m] == result[m] for m in self.metric):
+            result, error = None, True  # a diverged trial has no usable values: recorded as FAIL
         if result and not error and not result.get("trial/finished"):
             self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
             self._completed_trials.add(trial_id)

@@ -6,6 +6,7 @@
                       distributions)
     importance.png    Optuna's parameter importances (PED-ANOVA, Watanabe et al. 2023) from the
                       stored study
+    pareto.png        multi-objective searches: the Pareto front of usage, context rank, val loss
     report.md         the plots, a table of the top trials with their parameters and the seed's
                       checklist (pass/fail per item), the verification (scripts/verify.py) when it
                       exists, the reproduce command and the versions of torch, ray and optuna
@@ -105,19 +106,57 @@ def plot_params(trials: list[TrialRecord], space: dict, path: Path) -> list[str]
     return params
 
 
-def param_importances(exp_dir: Path) -> dict[str, float]:
+def load_study(exp_dir: Path):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.load_study(study_name=exp_dir.name, storage=f"sqlite:///{exp_dir / 'study.db'}")
-        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if len(done) < 2:
-            return {}
+        return optuna.load_study(study_name=exp_dir.name, storage=f"sqlite:///{exp_dir / 'study.db'}")
+    except Exception:  # no study (yet): the report says so
+        return None
+
+
+def plot_pareto(study, path: Path) -> list:
+    """Multi-objective studies: usage against context rank, coloured by val loss; the Pareto
+    front (study.best_trials) ringed and numbered."""
+    import optuna
+
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    front = study.best_trials
+    fig, ax = plt.subplots(figsize=(6.5, 4.8), constrained_layout=True)
+    points = ax.scatter([t.values[0] for t in done], [t.values[1] for t in done], c=[t.values[2] for t in done],
+                        cmap="viridis_r", s=30)
+    fig.colorbar(points, ax=ax, label="val loss (lower is better)")
+    for t in front:
+        ax.scatter(t.values[0], t.values[1], s=120, facecolors="none", edgecolors="black", lw=1.4)
+        ax.annotate(str(t.number), (t.values[0], t.values[1]), xytext=(5, 5), textcoords="offset points", fontsize=8)
+    ax.axvline(TARGETS["codebook/usage"], color="tab:green", ls="--", lw=1)
+    ax.axhline(TARGETS["rank/context"], color="tab:green", ls="--", lw=1)
+    ax.set_xlabel("codebook usage (last epoch)")
+    ax.set_ylabel("context rank (last epoch)")
+    ax.set_title(f"Pareto front: {len(front)} of {len(done)} completed trials (ringed)")
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return front
+
+
+def param_importances(study) -> tuple[dict[str, float], str]:
+    """PED-ANOVA importances over the completed trials, or ({}, why they cannot be computed)."""
+    import optuna
+
+    if study is None:
+        return {}, "no Optuna study in the experiment folder"
+    if len(study.directions) > 1:
+        return {}, "a multi-objective study (see the Pareto front)"
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(done) < 2:
+        return {}, f"{len(done)} completed trial(s); at least two are needed"
+    try:
         evaluator = optuna.importance.PedAnovaImportanceEvaluator()  # no scikit-learn needed
-        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
-    except Exception as err:  # too few or degenerate trials: the report says so
-        return {"(not computable)": float("nan"), str(err)[:80]: float("nan")}
+        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator)), ""
+    except (ValueError, RuntimeError) as err:  # e.g. parameters that never varied
+        return {}, str(err)
 
 
 def plot_importances(importances: dict[str, float], path: Path) -> None:
@@ -148,8 +187,9 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
     space = yaml.safe_load((exp_dir / "space.yaml").read_text()) if (exp_dir / "space.yaml").is_file() else {}
     plot_curves(trials, best, exp_dir / "curves.png")
     params = plot_params(trials, space, exp_dir / "params.png")
-    importances = param_importances(exp_dir)
-    if importances and all(_finite(v) for v in importances.values()):
+    study = load_study(exp_dir)
+    importances, why_not = param_importances(study)
+    if importances:
         plot_importances(importances, exp_dir / "importance.png")
 
     import optuna
@@ -167,13 +207,21 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
     lines += ["## Per epoch", "", "![curves](curves.png)", ""]
     if params:
         lines += ["## Parameters against score", "", "![params](params.png)", ""]
+    if study is not None and len(study.directions) > 1:
+        front = plot_pareto(study, exp_dir / "pareto.png")
+        lines += ["## Pareto front (multi-objective: usage max, context rank max, val loss min)", "",
+                  "![pareto](pareto.png)", "", "| study trial | Ray trial | usage | context rank | val loss |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {t.number} | `{t.user_attrs.get('ray_trial_id', '')}` | {t.values[0]:.3f} | {t.values[1]:.2f} "
+                  f"| {t.values[2]:.4f} |" for t in front]
+        lines += [""]
     lines += ["## Parameter importance", ""]
-    if importances and all(_finite(v) for v in importances.values()):
+    if importances:
         lines += ["Over the study's completed trials only (pruned ones are not in Optuna's importance).", "",
                   "![importance](importance.png)", "", "| parameter | importance |", "|---|---|"]
         lines += [f"| `{k}` | {v:.3f} |" for k, v in importances.items()]
     else:
-        lines += ["Not computable yet (needs at least two completed trials with varied parameters)."]
+        lines += [f"Not computable: {why_not}."]
     lines += ["", f"## Top {min(top, len(scored))} trials", ""]
     header = ["trial", "status", "epochs", "final score", "best score", *[f"`{p}`" for p in params], *SHORT.values()]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

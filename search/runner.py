@@ -31,6 +31,8 @@ from search.optuna_search import PruningAwareOptunaSearch
 from search.space import DefineByRun, LoadedSpace
 from search.trainable import run_trial
 
+PARETO_METRICS = ["codebook/usage", "rank/context", "val/loss"]  # objective.multi_objective
+PARETO_MODES = ["max", "max", "min"]
 TABLE_COLUMNS = {"epoch": "epoch", "score": "score", "codebook/usage": "usage",
                  "rank/context": "rank_ctx", "rank/target": "rank_tgt", "val/loss": "val_loss"}
 
@@ -122,7 +124,7 @@ def check_resources(ray, opts: SearchOptions, source: str) -> None:
 
 
 def run_search(loaded: LoadedSpace, opts: SearchOptions):
-    """Run (or resume) the search; returns the best TrialRecord (or None)."""
+    """Run (or resume) the search; returns (best TrialRecord or None, interrupted?)."""
     space, exp_dir = loaded.space, opts.exp_dir.resolve()
     # Ray 2.60's default console output ignores chosen columns; the classic reporter shows them.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -143,10 +145,15 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
             shutil.copy2(loaded.path, exp_dir / "space.yaml")
             atomic_write_text(exp_dir / "command.txt", f"# as invoked\n{opts.command}\n# resume\n"
                               f"{opts.command} --resume\n")
-            sampler = (optuna.samplers.TPESampler(seed=space.seed) if space.sampler == "tpe"
-                       else optuna.samplers.RandomSampler(seed=space.seed))
+            if objective.multi_objective:
+                sampler = optuna.samplers.NSGAIISampler(seed=space.seed)
+                metric, mode = PARETO_METRICS, PARETO_MODES
+            else:
+                sampler = (optuna.samplers.TPESampler(seed=space.seed) if space.sampler == "tpe"
+                           else optuna.samplers.RandomSampler(seed=space.seed))
+                metric, mode = "score", "max"
             searcher = PruningAwareOptunaSearch(
-                space=DefineByRun(space.params), metric="score", mode="max", sampler=sampler,
+                space=DefineByRun(space.params), metric=metric, mode=mode, sampler=sampler,
                 storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'study.db'}"),
                 study_name=exp_dir.name)
             scheduler = ASHAScheduler(time_attr="epoch", metric="score", mode="max", max_t=opts.max_epochs,
@@ -166,7 +173,9 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
                     callbacks=[BestSoFar(exp_dir, objective.collapse_usage_floor, objective.collapse_patience)],
                     progress_reporter=tune.CLIReporter(metric_columns=TABLE_COLUMNS, max_report_frequency=30),
                     verbose=1))
-        tuner.fit()
+        grid = tuner.fit()
+        # Ctrl-C makes fit() return early: fewer trials ended than the budget
+        interrupted = grid.num_terminated + grid.num_errors < opts.num_samples
     finally:
         ray.shutdown()
     best = export_best(exp_dir, collapse_floor=objective.collapse_usage_floor,
@@ -175,7 +184,7 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
         from search.report import write_report
 
         print(f"report: {write_report(exp_dir)}")
-    return best
+    return best, interrupted
 
 
 def format_command(argv: list[str]) -> str:

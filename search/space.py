@@ -101,6 +101,11 @@ class Objective(_Strict):
     collapse_usage_floor: float = Field(default=0.02, ge=0, le=1,
                                         description="Collapse stopper: usage below this ...")
     collapse_patience: int = Field(default=3, ge=1, description="... for this many epochs in a row ends the trial.")
+    multi_objective: bool = Field(
+        default=False,
+        description="true: Optuna's NSGA-II searches the Pareto front of (codebook usage max, context "
+        "rank max, val loss min) at each trial's last epoch instead of one composite score; ASHA "
+        "still stops trials by the score, and the report shows the front.")
 
     @model_validator(mode="after")
     def _check(self) -> "Objective":
@@ -137,7 +142,8 @@ class SearchSpace(_Strict):
     budget: Budget = Budget()
     resources: Resources = Resources()
     seed: int = Field(default=0, ge=0, description="Seeds the TPE sampler (and the trials' base seed).")
-    sampler: Literal["tpe", "random"] = Field(default="tpe", description="Optuna sampler.")
+    sampler: Literal["tpe", "random"] = Field(
+        default="tpe", description="Optuna sampler (single objective; multi-objective uses NSGA-II).")
 
 
 class LoadedSpace:

@@ -45,12 +45,15 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
                  "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                  "num_threads": num_threads, "start": time.time()}
     atomic_write_json(run_dir / "placement.json", placement)  # where and when this trial ran
-    objective = space.space.objective.model_dump(exclude={"collapse_usage_floor", "collapse_patience"})
+    o = space.space.objective
+    weights = dict(usage_target=o.usage_target, context_rank_target=o.context_rank_target,
+                   target_rank_target=o.target_rank_target, usage_weight=o.usage_weight,
+                   context_rank_weight=o.context_rank_weight, target_rank_weight=o.target_rank_weight)
     best = {"score": -math.inf}
 
     def report(metrics: dict, checkpoint_dir: Path, final: bool) -> None:
         score = composite_score(metrics["codebook/usage"], metrics["rank/context"],
-                                metrics["rank/target"], metrics["val/loss"], **objective)
+                                metrics["rank/target"], metrics["val/loss"], **weights)
         best["score"] = max(best["score"], score)
         atomic_write_json(run_dir / "placement.json", {**placement, "end": time.time()})  # latest report
         tune.report({**metrics, "score": score, "score/best": best["score"], "trial/finished": float(final),

@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ def get(url: str, token: str | None = None) -> int:
 
 def test_dashboard_needs_the_token_and_binds_loopback(tmp_path):
     proc = subprocess.Popen([sys.executable, "scripts/search.py", "spaces/smoke.yaml", "--storage", str(tmp_path),
-                             "--max-epochs", "3"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             "--max-epochs", "5"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         url = None
@@ -47,8 +48,13 @@ def test_dashboard_needs_the_token_and_binds_loopback(tmp_path):
         listening = {c.laddr.ip for c in psutil.net_connections(kind="tcp")
                      if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
         assert listening == {"127.0.0.1"}
-        proc.stdout.read()  # let the search finish
-        assert proc.wait(timeout=300) == 0
+        wait = time.time() + 240
+        while not (tmp_path / "smoke" / "trials.csv").is_file() and time.time() < wait:
+            time.sleep(0.5)  # the user watches trials come in, then presses Ctrl-C
+        proc.send_signal(signal.SIGINT)  # a clean stop that says how to resume
+        output = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 130, output[-3000:]
+        assert "--resume" in output and "Traceback" not in output
     finally:
         if proc.poll() is None:
             proc.kill()

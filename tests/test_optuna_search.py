@@ -49,3 +49,21 @@ def test_errored_trial_is_failed(tmp_path):
     searcher.on_trial_complete("t1", None, error=True)
     (trial,) = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
     assert trial.state == TrialState.FAIL
+
+
+def test_multi_objective_trials_are_told_their_values_pruned_or_failed(tmp_path):
+    params = {"x": Param(dist="uniform", low=0.0, high=1.0)}
+    searcher = PruningAwareOptunaSearch(
+        space=DefineByRun(params), metric=["codebook/usage", "rank/context", "val/loss"], mode=["max", "max", "min"],
+        sampler=optuna.samplers.NSGAIISampler(seed=0), study_name="m",
+        storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}"))
+    for trial_id in ("done", "stopped", "diverged"):
+        searcher.suggest(trial_id)
+    metrics = {"codebook/usage": 0.3, "rank/context": 12.0, "val/loss": 3.5, "epoch": 3}
+    searcher.on_trial_result("done", metrics)  # no intermediate values in multi-objective studies
+    searcher.on_trial_complete("done", {**metrics, "trial/finished": 1.0})
+    searcher.on_trial_complete("stopped", {**metrics, "trial/finished": 0.0})
+    searcher.on_trial_complete("diverged", {"val/loss": float("nan"), "epoch": 1, "trial/finished": 1.0})
+    study = optuna.load_study(study_name="m", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+    assert study.trials[0].values == [0.3, 12.0, 3.5]

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import run_script
+from tests.conftest import ROOT, run_script
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).parent / "ray")
@@ -196,3 +196,23 @@ def test_verify_retrains_the_best_with_fresh_seeds(smoke):
     assert items["final_val_loss_below_8"]["values"] == pytest.approx(losses)
     assert losses[0] != losses[1]  # fresh seeds, not a replay
     assert "## Verification" in (exp / "report.md").read_text()
+
+
+def test_multi_objective_search_reports_the_pareto_front(tmp_path):
+    space = tmp_path / "space.yaml"
+    text = (ROOT / "spaces" / "smoke.yaml").read_text().replace("../configs/", f"{ROOT}/configs/")
+    space.write_text(text + "objective: {multi_objective: true}\n")
+    proc = run_script("scripts/search.py", str(space), "--storage", str(tmp_path), "--name", "pareto", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = tmp_path / "pareto"
+    study = optuna.load_study(study_name="pareto", storage=f"sqlite:///{exp / 'study.db'}")
+    assert len(study.directions) == 3 and len(study.trials) == 4
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    for t in complete:  # the values are the trial's last-epoch metrics
+        (result,) = [json.loads(x) for x in (exp / f"trial_{t.user_attrs['ray_trial_id']}" / "result.json")
+                     .read_text().splitlines()][-1:]
+        assert t.values == [result["codebook/usage"], result["rank/context"], result["val/loss"]]
+    text = (exp / "report.md").read_text()
+    assert "## Pareto front" in text and (exp / "pareto.png").stat().st_size > 10_000
+    assert text.count("| `") >= len(study.best_trials)
+    assert (exp / "best_config.yaml").is_file()  # the composite score still picks one config
