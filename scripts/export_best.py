@@ -26,10 +26,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rank trials by the metric at their last epoch (default, the search's "
                         "objective) or by its best value over the run")
     args = parser.parse_args(argv)
-    exp_dir = Path(args.experiment)
-    if not exp_dir.is_dir() or not any(exp_dir.glob("*/params.json")):
-        print(f"error: {exp_dir}: not an experiment folder (no trial folders with params.json)", file=sys.stderr)
-        return 2
+    from search.export import require_experiment_folder
+
+    exp_dir = require_experiment_folder(args.experiment)
 
     from search.export import export_best
 

@@ -22,10 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("experiment", help="results/<experiment> folder")
     parser.add_argument("--top", type=int, default=10, help="rows in the top-trials table")
     args = parser.parse_args(argv)
-    exp_dir = Path(args.experiment)
-    if not exp_dir.is_dir() or not any(exp_dir.glob("*/params.json")):
-        print(f"error: {exp_dir}: not an experiment folder (no trial folders with params.json)", file=sys.stderr)
-        return 2
+    from search.export import require_experiment_folder
+
+    exp_dir = require_experiment_folder(args.experiment)
 
     from search.report import write_report
 

@@ -13,7 +13,6 @@ report.md, which then includes it.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import sys
@@ -33,10 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="override the trials' epochs (default: their full budget)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     args = parser.parse_args(argv)
-    exp_dir = Path(args.experiment)
-    if not exp_dir.is_dir() or not any(exp_dir.glob("*/params.json")):
-        print(f"error: {exp_dir}: not an experiment folder (no trial folders with params.json)", file=sys.stderr)
-        return 2
+    from search.export import require_experiment_folder
+
+    exp_dir = require_experiment_folder(args.experiment)
     if args.seeds < 1 or args.top < 1 or (args.epochs is not None and args.epochs < 1):
         print("error: --seeds, --top and --epochs must be >= 1", file=sys.stderr)
         return 2
@@ -63,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = list(pool.map(lambda j: train_subprocess(j[0].path / "run" / "config.yaml",
                                                           f"{j[0].trial_id}-seed{j[1]}", exp_dir / "verify", j[3]), jobs))
     summary: dict[str, dict] = {}
-    for (t, seed, planned, _), run in zip(jobs, runs):
+    for (t, _seed, planned, _), run in zip(jobs, runs):
         if run.error:
             print(f"{run.name} failed:\n{run.error}", file=sys.stderr)
         checks = evaluate_checklist(run.rows, planned)

@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,15 @@ class TrialRecord:
 
     def value(self, metric: str, mode: str, reduce: str) -> float:
         return self.final(metric) if reduce == "last" else self.best(metric, mode)
+
+
+def require_experiment_folder(path: str | Path) -> Path:
+    """For entry points: the experiment folder at path, or exit 2 saying why it is not one."""
+    exp_dir = Path(path)
+    if not exp_dir.is_dir() or not any(exp_dir.glob("*/params.json")):
+        print(f"error: {exp_dir}: not an experiment folder (no trial folders with params.json)", file=sys.stderr)
+        raise SystemExit(2)
+    return exp_dir
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -95,6 +95,9 @@ class BestSoFar(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._export()
 
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._export()
+
 
 def start_ray(opts: SearchOptions):
     """Join a cluster (--address or RAY_ADDRESS) or start a local one with the dashboard."""
@@ -102,6 +105,9 @@ def start_ray(opts: SearchOptions):
 
     address = opts.address or os.environ.get("RAY_ADDRESS")
     if address:
+        # `ray start` in 2.60 turns token auth on, but a client sends its token only with
+        # RAY_AUTH_MODE=token (RAY_AUTH_MODE=disabled for a cluster without auth).
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
         context = ray.init(address=address, log_to_driver=True)
     else:
         context = ray.init(include_dashboard=True, dashboard_host=opts.dashboard_host,

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -136,16 +137,17 @@ def free_port() -> int:
 @pytest.fixture
 def two_node_cluster(tmp_path):
     port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}  # Ray's CLI sends the token only in this mode
     head = subprocess.run([RAY, "start", "--head", "--num-cpus=1", f"--port={port}", "--include-dashboard=false",
-                           "--disable-usage-stats"], capture_output=True, text=True, timeout=120)
+                           "--disable-usage-stats"], capture_output=True, text=True, timeout=120, env=env)
     try:
         assert head.returncode == 0, head.stderr
         worker = subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
-                                 "--disable-usage-stats"], capture_output=True, text=True, timeout=120)
+                                 "--disable-usage-stats"], capture_output=True, text=True, timeout=120, env=env)
         assert worker.returncode == 0, worker.stderr
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=env)
 
 
 def test_search_joins_a_two_node_cluster(two_node_cluster, tmp_path):
