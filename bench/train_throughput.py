@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config)
     data = load_arc_data(cfg.data.sources, cfg.data.val_fraction, cfg.data.max_objects, cfg.data.max_tasks)
     rows = [measure(cfg, data, t, args.steps) for t in args.threads]
-    command = shlex.join(["python", "bench/train_throughput.py", *(argv if argv is not None else sys.argv[1:])])
+    given = argv if argv is not None else sys.argv[1:]
+    shown = [a for i, a in enumerate(given) if a != "--out" and (i == 0 or given[i - 1] != "--out")]
+    command = shlex.join(["python", "bench/train_throughput.py", *shown])
     m = cfg.model
     lines = [
         "## Trainer throughput",
