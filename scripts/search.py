@@ -12,6 +12,7 @@ Exit status: 0 done, 2 bad input (nothing written), 130 interrupted (resume with
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import sys
@@ -72,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        # `ray start` in 2.60 turns token auth on, but a client sends its token only with
+        # RAY_AUTH_MODE=token; Ray reads it when imported, so set it first (a cluster without
+        # auth: export RAY_AUTH_MODE=disabled).
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     from search.runner import SearchOptions, format_command, run_search
 
     opts = SearchOptions(exp_dir=exp_dir, num_samples=num_samples, max_epochs=max_epochs, cpu=cpu, gpu=gpu,

@@ -6,10 +6,14 @@
    (the trainer's own last epoch) is told PRUNED; its per-epoch values (step = epoch) stay in
    the study as intermediate values.
 2. No duplicate or lost trials after the driver is killed. The study lives in SQLite and is
-   written at once; Ray snapshots the searcher and the experiment together, now and then. A
-   trial asked after the last snapshot is in the study (RUNNING) but unknown to the restored
-   search, which will ask for one more trial to fill the budget. That next suggestion adopts
-   the orphan (same study trial, same params) instead of asking a new one.
+   written at once; Ray snapshots the searcher and the experiment now and then (every 10 s or
+   more). A trial asked after the last snapshot is in the study (RUNNING) but unknown to the
+   restored search, which will ask for one more trial to fill the budget. That next
+   suggestion adopts the orphan (same study trial, same params) instead of asking a new one.
+   And the snapshot's sampler random state can be older than the study, so the restored
+   sampler would draw again the parameters it drew before the kill. On restore the sampler is
+   replaced by a fresh one of the same kind, seeded with (space seed + trials in the study):
+   deterministic for a given study, and never a replay.
 """
 
 from __future__ import annotations
@@ -19,7 +23,28 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 
+class SamplerFactory:
+    """Picklable recipe for the study's sampler: kind and seed, plus an offset on restore."""
+
+    def __init__(self, kind: str, seed: int):
+        self.kind, self.seed = kind, seed
+
+    def __call__(self, offset: int = 0) -> optuna.samplers.BaseSampler:
+        cls = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+               "nsga2": optuna.samplers.NSGAIISampler}[self.kind]
+        return cls(seed=self.seed + offset)
+
+
 class PruningAwareOptunaSearch(OptunaSearch):
+    def __init__(self, *args, sampler_factory: SamplerFactory, **kwargs):
+        super().__init__(*args, sampler=sampler_factory(), **kwargs)
+        self._sampler_factory = sampler_factory
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        sampler = self._sampler_factory(offset=len(self._ot_study.trials))
+        self._sampler = self._ot_study.sampler = sampler
+
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._ot_trials:
             orphan = self._unclaimed_running_trial()

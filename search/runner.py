@@ -27,7 +27,7 @@ from ray.tune.schedulers import ASHAScheduler
 from model.config import ConfigError
 from model.io import atomic_write_text
 from search.export import export_best
-from search.optuna_search import PruningAwareOptunaSearch
+from search.optuna_search import PruningAwareOptunaSearch, SamplerFactory
 from search.space import DefineByRun, LoadedSpace
 from search.trainable import run_trial
 
@@ -105,9 +105,6 @@ def start_ray(opts: SearchOptions):
 
     address = opts.address or os.environ.get("RAY_ADDRESS")
     if address:
-        # `ray start` in 2.60 turns token auth on, but a client sends its token only with
-        # RAY_AUTH_MODE=token (RAY_AUTH_MODE=disabled for a cluster without auth).
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
         context = ray.init(address=address, log_to_driver=True)
     else:
         context = ray.init(include_dashboard=True, dashboard_host=opts.dashboard_host,
@@ -152,14 +149,11 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
             atomic_write_text(exp_dir / "command.txt", f"# as invoked\n{opts.command}\n# resume\n"
                               f"{opts.command} --resume\n")
             if objective.multi_objective:
-                sampler = optuna.samplers.NSGAIISampler(seed=space.seed)
-                metric, mode = PARETO_METRICS, PARETO_MODES
+                sampler, metric, mode = SamplerFactory("nsga2", space.seed), PARETO_METRICS, PARETO_MODES
             else:
-                sampler = (optuna.samplers.TPESampler(seed=space.seed) if space.sampler == "tpe"
-                           else optuna.samplers.RandomSampler(seed=space.seed))
-                metric, mode = "score", "max"
+                sampler, metric, mode = SamplerFactory(space.sampler, space.seed), "score", "max"
             searcher = PruningAwareOptunaSearch(
-                space=DefineByRun(space.params), metric=metric, mode=mode, sampler=sampler,
+                space=DefineByRun(space.params), metric=metric, mode=mode, sampler_factory=sampler,
                 storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'study.db'}"),
                 study_name=exp_dir.name)
             scheduler = ASHAScheduler(time_attr="epoch", metric="score", mode="max", max_t=opts.max_epochs,

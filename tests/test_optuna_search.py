@@ -1,14 +1,14 @@
 import optuna
 from optuna.trial import TrialState
 
-from search.optuna_search import PruningAwareOptunaSearch
+from search.optuna_search import PruningAwareOptunaSearch, SamplerFactory
 from search.space import DefineByRun, Param
 
 
 def make(tmp_path, name="s"):
     params = {"x": Param(dist="uniform", low=0.0, high=1.0), "k": Param(dist="categorical", choices=["a", "b"])}
     return PruningAwareOptunaSearch(space=DefineByRun(params), metric="score", mode="max",
-                                    sampler=optuna.samplers.TPESampler(seed=0), study_name=name,
+                                    sampler_factory=SamplerFactory("tpe", 0), study_name=name,
                                     storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}"))
 
 
@@ -55,7 +55,7 @@ def test_multi_objective_trials_are_told_their_values_pruned_or_failed(tmp_path)
     params = {"x": Param(dist="uniform", low=0.0, high=1.0)}
     searcher = PruningAwareOptunaSearch(
         space=DefineByRun(params), metric=["codebook/usage", "rank/context", "val/loss"], mode=["max", "max", "min"],
-        sampler=optuna.samplers.NSGAIISampler(seed=0), study_name="m",
+        sampler_factory=SamplerFactory("nsga2", 0), study_name="m",
         storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}"))
     for trial_id in ("done", "stopped", "diverged"):
         searcher.suggest(trial_id)
@@ -67,3 +67,17 @@ def test_multi_objective_trials_are_told_their_values_pruned_or_failed(tmp_path)
     study = optuna.load_study(study_name="m", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
     assert study.trials[0].values == [0.3, 12.0, 3.5]
+
+
+def test_restore_never_replays_the_sampler(tmp_path):
+    """A snapshot older than the study: the restored searcher must not draw old params again."""
+    searcher = make(tmp_path)
+    searcher.suggest("t1")
+    searcher.save(str(tmp_path / "snapshot.pkl"))
+    second = searcher.suggest("t2")
+    searcher.on_trial_complete("t2", {"score": 0.1, "epoch": 1, "trial/finished": 1.0})  # known to the study only
+
+    restored = make(tmp_path)
+    restored.restore(str(tmp_path / "snapshot.pkl"))
+    third = restored.suggest("t3")
+    assert third != second  # the old sampler state would have drawn `second` again

@@ -168,7 +168,8 @@ def test_report_matches_the_stored_metrics(smoke):
         assert (exp / png).stat().st_size > 10_000 and f"]({png})" in text
     trials = ray_trials(exp)
     assert f"{len(trials)} trials:" in text
-    table = [line for line in text.splitlines() if line.startswith("| `")]
+    top = text.split("## Top", 1)[1].split("\n## ", 1)[0]  # the top-trials section only
+    table = [line for line in top.splitlines() if line.startswith("| `")]
     assert len(table) == len(trials)
     finals = sorted((t["results"][-1]["score"] for t in trials), reverse=True)
     shown = [float(line.split("|")[4]) for line in table]  # the final-score column, best first
