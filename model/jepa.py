@@ -27,7 +27,7 @@ from torch import nn
 from model.aggregators import build_aggregator
 from model.data import Batch
 from model.encoder import ObjectEncoder, masked_mean
-from model.losses import info_nce, relation_matching, sigreg
+from model.losses import info_nce, random_directions, relation_matching, sigreg
 
 
 @dataclass
@@ -104,7 +104,7 @@ def jepa_loss(model: JEPA, batch: Batch, out: JEPAOutput, weights: LossWeights,
     b, k, d = out.grids.shape
     temperature = model.temperature()
     terms = {"infonce": info_nce(out.pred, out.target, temperature)}
-    directions = torch.randn(d, weights.sigreg_directions, generator=generator).to(out.grids.device)
+    directions = random_directions(d, weights.sigreg_directions, generator, out.grids.device)
     terms["sigreg"] = sigreg(out.grids.reshape(b * k, d), directions)
     relational = weights.relational * relation_matching(out.pred, out.target)
     if weights.context_self > 0:

@@ -48,9 +48,6 @@ class EMAQuantizer(CodebookQuantizer):
         self.embed_sum[rows] = vectors
         self.cluster_size[rows] = 1.0
 
-    def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        return nearest_code(z, self.codes())
-
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         z = self.prepare(z)
         indices = nearest_code(z.detach(), self.codes())  # eq. 1, [M]
