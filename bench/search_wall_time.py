@@ -14,7 +14,6 @@ import argparse
 import csv
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
+
+from bench.common import commit, shown_command  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,13 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     epochs = sum(int(r["epochs"]) for r in rows)
     statuses = Counter(r["status"] for r in rows)
     best = max(float(r["score"]) for r in rows if r["score"])
-    given = argv if argv is not None else sys.argv[1:]
-    shown = [a for i, a in enumerate(given) if a != "--out" and (i == 0 or given[i - 1] != "--out")]
-    command = shlex.join(["python", "bench/search_wall_time.py", *shown])
+    command = shown_command("search_wall_time.py", argv)
     text = "\n".join([
         "## Default search wall time",
         "",
-        f"`{command}` on {platform.node()} ({os.cpu_count()} CPUs): `scripts/search.py {args.space}` with its "
+        f"`{command}` at commit {commit()} on {platform.node()} ({os.cpu_count()} CPUs): `scripts/search.py {args.space}` with its "
         f"default budget ({budget.num_samples} trials, ASHA from {budget.grace_period} to {budget.max_epochs} "
         f"epochs, reduction factor {budget.reduction_factor}).",
         "",

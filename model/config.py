@@ -56,10 +56,22 @@ class DataConfig(_Section):
         default=True,
         description="Random dihedral transform (8) and colour permutation keeping colour 0, the same "
         "for all grids of a training example.")
+    augment_copies: int = Field(
+        default=1, ge=1, le=64,
+        description="Copies of each training example per epoch, each with its own context draw and "
+        "augmentation (8 = the size of the dihedral group); an epoch is this many passes. 1 = one pass.")
     max_objects: int = Field(
         default=30, ge=1, le=900,
         description="Cap on object tokens per grid: the largest max_objects connected components are "
         "kept (ties: earliest top-left pixel in raster order); the grid token is always kept.")
+
+
+    @model_validator(mode="after")
+    def _copies_need_augment(self) -> "DataConfig":
+        if self.augment_copies > 1 and not self.augment:
+            raise ValueError(f"augment_copies ({self.augment_copies}) > 1 repeats identical examples "
+                             "unless augment is true")
+        return self
 
 
 class ModelConfig(_Section):

@@ -5,11 +5,15 @@
     run_dir/tb/                TensorBoard events with the same scalars
     run_dir/checkpoint/        state.pt of the last finished epoch (resumed from if present)
     run_dir/status.json        final status: completed | early_stopped | diverged
+    run_dir/timing.json        this process's start-up, as wall-clock times (time.time()): called,
+                               data_ready, model_ready, first_step (written after its first epoch)
 
 Per-epoch keys: epoch, step, train/loss, val/loss, loss/infonce, loss/sigreg, loss/relational,
 loss/vq, codebook/usage, codebook/perplexity, codebook/refreshed, rank/context, rank/target,
-isotropy/context, isotropy/target, grad/norm_mean, grad/norm_max, temperature, time/epoch_s.
-Usage, perplexity, ranks and isotropy are measured on the val split once per epoch.
+isotropy/context, isotropy/target, grad/norm_mean, grad/norm_max, temperature, time/epoch_s,
+time/train_s (inside training steps: batch building, forward, backward, optimiser, EMA, refresh),
+time/eval_s (val loss and health metrics). Usage, perplexity, ranks and isotropy are measured
+on the val split once per epoch.
 loss/infonce and loss/sigreg are unweighted; loss/relational is the weighted sum of its two
 terms (weight, context_self_weight) and loss/vq includes the commitment cost, as they enter
 train/loss = infonce + sigreg_weight * sigreg + relational + vq.
@@ -37,7 +41,7 @@ METRIC_KEYS = (
     "epoch", "step", "train/loss", "val/loss", "loss/infonce", "loss/sigreg", "loss/relational",
     "loss/vq", "codebook/usage", "codebook/perplexity", "codebook/refreshed", "rank/context",
     "rank/target", "isotropy/context", "isotropy/target", "grad/norm_mean", "grad/norm_max",
-    "temperature", "time/epoch_s",
+    "temperature", "time/epoch_s", "time/train_s", "time/eval_s",
 )
 
 EpochCallback = Callable[[dict, Path, bool], None]  # (metrics, checkpoint dir, last epoch?)
@@ -122,6 +126,7 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
     checkpoint; final is True on the run's last epoch (max epochs or early stop).
     checkpoint_dir defaults to run_dir/checkpoint (the Ray adapter keeps it out of the synced
     trial folder, since Ray stores the reported checkpoints itself)."""
+    timing = {"called": time.time()}
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
@@ -136,6 +141,7 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
     data = load_arc_data(cfg.data.sources, cfg.data.val_fraction, cfg.data.max_objects, cfg.data.max_tasks)
     val_examples = make_examples(data.val_tasks, cfg.data.context_length,
                                  torch.Generator().manual_seed(cfg.seed + 1))
+    timing["data_ready"] = time.time()
 
     # ---- model, optimizer and the run's random streams (explicit generators, all checkpointed)
     torch.manual_seed(cfg.seed)
@@ -155,6 +161,7 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
             g.set_state(saved["generators"][name])
         state = saved["state"]
         log(f"resumed from {checkpoint} after epoch {state['epoch']}")
+    timing["model_ready"] = time.time()
     history: list[dict] = state["history"]
     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
     if state.get("status") in ("early_stopped", "diverged"):
@@ -163,10 +170,11 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
     from torch.utils.tensorboard import SummaryWriter  # lazy: ~1 s import
 
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["epoch"] + 1)
-    steps_per_epoch = max(1, sum(len(p) for p in data.train_tasks) // t.batch_size)
+    steps_per_epoch = max(1, cfg.data.augment_copies * sum(len(p) for p in data.train_tasks) // t.batch_size)
     total_steps = t.epochs * steps_per_epoch
     m0, m1 = cfg.model.ema_momentum_start, cfg.model.ema_momentum_end
     status = "completed"
+    first_epoch_here = state["epoch"] + 1  # timing.json is written after it
     try:
         while state["epoch"] < t.epochs:
             epoch = state["epoch"] + 1
@@ -174,12 +182,15 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
             sums = {k: 0.0 for k in ("total", "infonce", "sigreg", "relational", "vq")}
             grad_norms: list[float] = []
             refreshed = 0
-            train_examples = make_examples(data.train_tasks, cfg.data.context_length, generators["examples"])
+            copies = [make_examples(data.train_tasks, cfg.data.context_length, generators["examples"])
+                      for _ in range(cfg.data.augment_copies)]
+            train_examples = (torch.cat([c for c, _ in copies]), torch.cat([t for _, t in copies]))
             augment_with = generators["augment"] if cfg.data.augment else None
             diverged = None
             for batch in iterate_batches(data.records, *train_examples, t.batch_size, device,
                                          shuffle=generators["shuffle"], augment_with=augment_with,
                                          drop_last=True):
+                timing.setdefault("first_step", time.time())
                 # ---- forward
                 out = model(batch)
                 terms = jepa_loss(model, batch, out, weights, generators["sigreg"])
@@ -214,6 +225,7 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
                 break
 
             # ---- end of epoch: val loss and health metrics
+            train_s = time.perf_counter() - started
             n = max(1, len(grad_norms))
             metrics = {"epoch": epoch, "step": state["step"], "train/loss": sums["total"] / n}
             num_codes = model.quantizer.num_codes if model.quantizer is not None else 0
@@ -226,7 +238,9 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
                 "grad/norm_mean": sum(grad_norms) / n, "grad/norm_max": max(grad_norms, default=0.0),
                 "temperature": float(model.temperature().detach()),
                 "time/epoch_s": time.perf_counter() - started,
+                "time/train_s": train_s,
             })
+            metrics["time/eval_s"] = metrics["time/epoch_s"] - train_s
             metrics = {k: metrics[k] for k in METRIC_KEYS}
             if not math.isfinite(metrics["val/loss"]):
                 status = state["status"] = "diverged"
@@ -245,6 +259,8 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
             if stop:
                 status = state["status"] = "early_stopped"
             _save_checkpoint(checkpoint_dir, model, optimizer, generators, state)
+            if epoch == first_epoch_here:
+                atomic_write_json(run_dir / "timing.json", timing)
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
             for key, value in metrics.items():

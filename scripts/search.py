@@ -2,7 +2,8 @@
 """Search training configs with Ray Tune + Optuna (TPE) + ASHA.
 
     python scripts/search.py spaces/vq_gentle.yaml [--name NAME] [--storage results]
-        [--num-samples N] [--max-epochs E] [--cpu C] [--gpu G] [--address ADDR] [--resume]
+        [--num-samples N] [--max-epochs E] [--cpu C] [--gpu G] [--max-concurrent K]
+        [--no-early-stopping] [--address ADDR] [--resume]
 
 Starts Ray locally (dashboard on 127.0.0.1) or joins a cluster (--address, or RAY_ADDRESS).
 Writes results/<name>/ with best_config.yaml, which `python scripts/train.py` runs as is.
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
     parser.add_argument("--cpu", type=float, help="override resources.cpu (CPUs per trial)")
     parser.add_argument("--gpu", type=float, help="override resources.gpu (GPU fraction per trial)")
+    parser.add_argument("--max-concurrent", type=int, help="override budget.max_concurrent (0: as resources allow)")
+    parser.add_argument("--no-early-stopping", action="store_true",
+                        help="override budget.early_stopping: no ASHA, no collapse stopper (every trial runs "
+                        "max epochs)")
     parser.add_argument("--address", help="join this Ray cluster (e.g. auto, or 10.0.0.1:6379)")
     parser.add_argument("--dashboard-host", default="127.0.0.1",
                         help="interface the local dashboard binds to (default 127.0.0.1; 0.0.0.0 exposes it)")
@@ -57,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         max_epochs = args.max_epochs if args.max_epochs is not None else budget.max_epochs
         cpu = args.cpu if args.cpu is not None else resources.cpu
         gpu = args.gpu if args.gpu is not None else resources.gpu
+        max_concurrent = args.max_concurrent if args.max_concurrent is not None else budget.max_concurrent
+        early_stopping = budget.early_stopping and not args.no_early_stopping
+        if max_concurrent < 0:
+            raise ConfigError(f"--max-concurrent: must be >= 0, got {max_concurrent}")
         if num_samples < 1:
             raise ConfigError(f"--num-samples: must be >= 1, got {num_samples}")
         if max_epochs < 1:
@@ -82,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
     opts = SearchOptions(exp_dir=exp_dir, num_samples=num_samples, max_epochs=max_epochs, cpu=cpu, gpu=gpu,
                          resume=args.resume, address=args.address, dashboard_host=args.dashboard_host,
-                         num_gpus=args.num_gpus, command=format_command([a for a in argv if a != "--resume"]))
+                         num_gpus=args.num_gpus, max_concurrent=max_concurrent, early_stopping=early_stopping,
+                         command=format_command([a for a in argv if a != "--resume"]))
     try:
         best, interrupted = run_search(loaded, opts)
     except ConfigError as err:

@@ -22,7 +22,7 @@ import optuna
 from ray import tune
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from model.config import ConfigError
 from model.io import atomic_write_text
@@ -49,6 +49,8 @@ class SearchOptions:
     dashboard_host: str = "127.0.0.1"
     num_gpus: int | None = None  # logical GPUs declared to a local Ray (tests, CPU-only hosts)
     command: str = ""
+    max_concurrent: int = 0  # 0: as many trials as resources allow
+    early_stopping: bool = True  # ASHA + collapse stopper; False: every trial runs max_epochs
 
 
 def trial_dirname(trial) -> str:
@@ -156,18 +158,22 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
                 space=DefineByRun(space.params), metric=metric, mode=mode, sampler_factory=sampler,
                 storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'study.db'}"),
                 study_name=exp_dir.name)
-            scheduler = ASHAScheduler(time_attr="epoch", metric="score", mode="max", max_t=opts.max_epochs,
-                                      grace_period=min(space.budget.grace_period, opts.max_epochs),
-                                      reduction_factor=space.budget.reduction_factor)
+            if opts.early_stopping:
+                scheduler = ASHAScheduler(time_attr="epoch", metric="score", mode="max", max_t=opts.max_epochs,
+                                          grace_period=min(space.budget.grace_period, opts.max_epochs),
+                                          reduction_factor=space.budget.reduction_factor)
+            else:
+                scheduler = FIFOScheduler()
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
                     search_alg=searcher, scheduler=scheduler, num_samples=opts.num_samples,
-                    max_concurrent_trials=space.budget.max_concurrent or None,
+                    max_concurrent_trials=opts.max_concurrent or None,
                     trial_dirname_creator=trial_dirname),
                 run_config=tune.RunConfig(
                     name=exp_dir.name, storage_path=str(exp_dir.parent),
-                    stop=CollapseStopper(objective.collapse_usage_floor, objective.collapse_patience),
+                    stop=(CollapseStopper(objective.collapse_usage_floor, objective.collapse_patience)
+                          if opts.early_stopping else None),
                     failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     callbacks=[BestSoFar(exp_dir, objective.collapse_usage_floor, objective.collapse_patience)],

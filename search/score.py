@@ -34,3 +34,13 @@ def composite_score(usage: float, rank_context: float, rank_target: float, val_l
     if all(s >= 1.0 for s, _ in parts):
         return 1.0 + 1.0 / (1.0 + max(0.0, val_loss))
     return sum(s * w for s, w in parts) / sum(w for _, w in parts)
+
+
+def epoch_score(metrics: dict, objective) -> float:
+    """composite_score of one epoch's trainer metrics with a space's `objective` targets and weights."""
+    o = objective
+    return composite_score(metrics["codebook/usage"], metrics["rank/context"], metrics["rank/target"],
+                           metrics["val/loss"], usage_target=o.usage_target,
+                           context_rank_target=o.context_rank_target, target_rank_target=o.target_rank_target,
+                           usage_weight=o.usage_weight, context_rank_weight=o.context_rank_weight,
+                           target_rank_weight=o.target_rank_weight)

@@ -120,6 +120,9 @@ class Budget(_Strict):
     grace_period: int = Field(default=3, ge=1, description="ASHA: epochs before a trial can be stopped.")
     reduction_factor: int = Field(default=3, ge=2, description="ASHA: keep 1/reduction_factor at each rung.")
     max_concurrent: int = Field(default=0, ge=0, description="Concurrent trials; 0 = as many as resources allow.")
+    early_stopping: bool = Field(
+        default=True, description="ASHA and the collapse stopper; false runs every trial to max_epochs "
+        "(the baseline of bench/search_efficiency.py).")
     max_failures: int = Field(default=1, ge=0, description="Retries of a crashed trial from its last checkpoint.")
 
     @model_validator(mode="after")

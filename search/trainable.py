@@ -17,12 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import ray
 from ray import tune
 
 from model.io import atomic_write_json
 
-from search.score import DIVERGED_SCORE, composite_score
+from search.score import DIVERGED_SCORE, epoch_score
 from search.space import LoadedSpace
 
 
@@ -43,17 +44,13 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
     placement = {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
                  "pid": os.getpid(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                  "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                 "num_threads": num_threads, "start": time.time()}
+                 "num_threads": num_threads, "process_start": psutil.Process().create_time(),
+                 "start": time.time()}
     atomic_write_json(run_dir / "placement.json", placement)  # where and when this trial ran
-    o = space.space.objective
-    weights = dict(usage_target=o.usage_target, context_rank_target=o.context_rank_target,
-                   target_rank_target=o.target_rank_target, usage_weight=o.usage_weight,
-                   context_rank_weight=o.context_rank_weight, target_rank_weight=o.target_rank_weight)
     best = {"score": -math.inf}
 
     def report(metrics: dict, checkpoint_dir: Path, final: bool) -> None:
-        score = composite_score(metrics["codebook/usage"], metrics["rank/context"],
-                                metrics["rank/target"], metrics["val/loss"], **weights)
+        score = epoch_score(metrics, space.space.objective)
         best["score"] = max(best["score"], score)
         atomic_write_json(run_dir / "placement.json", {**placement, "end": time.time()})  # latest report
         tune.report({**metrics, "score": score, "score/best": best["score"], "trial/finished": float(final),

@@ -12,6 +12,7 @@ BAD = [
     ("loss: {temperature_min: 0.2, temperature_max: 0.1}", "loss: temperature_min (0.2) must be <= temperature_max (0.1)"),
     ("data: {context_length: 0}", "data.context_length: Input should be greater than or equal to 1"),
     ("data: {sources: [arc3]}", "data.sources.0: Input should be 'arc1' or 'arc2'"),
+    ("data: {augment: false, augment_copies: 8}", "data: augment_copies (8) > 1 repeats identical examples unless augment is true"),
     ("model: {dim: 64, heads: 5}", "model: heads (5) must divide dim (64)"),
     ("training: {grad_clip: {max_norm: 0}}", "training.grad_clip.max_norm: Input should be greater than 0"),
     ("tranining: {epochs: 3}", "tranining: unknown key; did you mean 'training'?"),

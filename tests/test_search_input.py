@@ -28,6 +28,9 @@ CASES = [
     (GOOD, ["--name", "/abs"], "--name '/abs'"),
     (GOOD, ["--gpu", "1.5"], "--gpu in [0, 1]"),
     (GOOD, ["--resume"], "holds no experiment to resume"),
+    (GOOD, ["--max-concurrent", "-1"], "--max-concurrent: must be >= 0"),
+    (GOOD.replace("reduction_factor: 2", "reduction_factor: 2\n  early_stopping: sometimes"), [],
+     "budget.early_stopping: Input should be a valid boolean"),
 ]
 
 

@@ -27,6 +27,11 @@ def test_one_epoch_writes_every_key_then_resumes(results):
     assert all(math.isfinite(m[k]) for k in METRIC_KEYS)
     assert 0 < m["codebook/usage"] <= 1 and m["rank/context"] >= 1 and m["rank/target"] >= 1
     assert "epoch   1/1" in proc.stdout
+    # the epoch's time splits into training steps and evaluation; start-up times are in order
+    assert 0 < m["time/train_s"] < m["time/epoch_s"] and m["time/eval_s"] > 0
+    assert m["time/train_s"] + m["time/eval_s"] == pytest.approx(m["time/epoch_s"])
+    timing = json.loads((run_dir / "timing.json").read_text())
+    assert timing["called"] <= timing["data_ready"] <= timing["model_ready"] <= timing["first_step"]
 
     # the same name again refuses without --resume ...
     again = run_script("scripts/train.py", "configs/sixth_run.yaml", *SMALL, "--results", str(results))
@@ -37,6 +42,7 @@ def test_one_epoch_writes_every_key_then_resumes(results):
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout
     assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2]
+    assert json.loads((run_dir / "timing.json").read_text())["called"] > timing["first_step"]  # this process
 
     # the standalone reproduce command names the resolved config
     assert "config.yaml" in (run_dir / "command.txt").read_text()
@@ -62,3 +68,14 @@ def test_each_seed_option_config_trains_one_epoch(results, config):
         assert math.isnan(m["codebook/usage"])
     else:
         assert 0 < m["codebook/usage"] <= 1 and m["codebook/perplexity"] >= 1
+
+
+def test_augment_copies_multiplies_the_steps_of_an_epoch(results):
+    steps = {}
+    for copies in (1, 3):
+        proc = run_script("scripts/train.py", "configs/vq_gentle.yaml", *SMALL, "--set",
+                          f"data.augment_copies={copies}", "--name", f"copies{copies}", "--results", str(results))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (m,) = read_metrics(results / f"copies{copies}")
+        steps[copies] = m["step"]
+    assert steps[1] > 0 and steps[3] in (3 * steps[1], 3 * steps[1] + 1, 3 * steps[1] + 2)  # drop_last

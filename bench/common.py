@@ -1,0 +1,26 @@
+"""Shared by the bench/ scripts: how a section names the command and commit that measured it."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shown_command(script: str, argv: list[str] | None) -> str:
+    """`python bench/SCRIPT ARGS` as given, without --out FILE (where the text goes, not what ran)."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    shown = [a for i, a in enumerate(given) if a != "--out" and (i == 0 or given[i - 1] != "--out")]
+    return shlex.join(["python", f"bench/{script}", *shown])
+
+
+def commit() -> str:
+    """Short hash of HEAD, marked when the working tree has uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + (" with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")

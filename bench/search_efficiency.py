@@ -1,0 +1,354 @@
+#!/usr/bin/env python
+"""Search efficiency on this machine: overhead, ASHA against no early stopping, Ray Tune against
+plain Optuna, and 1 against 2 concurrent trials. Four searches of one space (spaces/bench.yaml:
+16 trials of up to 8 epochs), all with the same sampler seed:
+
+    asha     scripts/search.py SPACE                                  2 trials at a time, 1 CPU each
+    no-es    scripts/search.py SPACE --no-early-stopping              every trial runs 8 epochs
+    serial   scripts/search.py SPACE --max-concurrent 1 --cpu 2       1 trial at a time, 2 threads
+    optuna   plain Optuna in this process: TPESampler(seed) + HyperbandPruner(grace, max, rf),
+             study.optimize over model.train.train, 2 torch threads (no Ray)
+
+    python bench/search_efficiency.py [--space spaces/bench.yaml] [--num-samples N] [--max-epochs E]
+                                      [--out FILE]
+
+Measured from what the runs leave on disk: the trainer's per-epoch `time/train_s` (inside
+training steps) and `time/eval_s`, each trial's run/placement.json (process start, trainable
+start, end) and run/timing.json (data ready, first step), Ray's result.json (report times).
+Prints Markdown sections; --out writes them to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[0] = str(ROOT)
+
+from bench.common import commit, shown_command  # noqa: E402
+
+RAY_RUNS = {  # name -> extra scripts/search.py arguments
+    "asha": [],
+    "no-es": ["--no-early-stopping"],
+    "serial": ["--max-concurrent", "1", "--cpu", "2"],
+}
+
+
+@dataclass
+class Trial:
+    """One trial as the analysis needs it, from a Ray trial folder or the Optuna peer."""
+
+    history: list[dict]  # the trainer's per-epoch metrics
+    scores: list[float]  # the objective's score per reported epoch
+    report_times: list[float]  # wall-clock time of each report
+    cpus: float  # cores the trial held
+    timing: dict = field(default_factory=dict)  # process_start, start, data_ready, first_step, end
+
+    @property
+    def final(self) -> float:
+        return self.scores[-1] if self.scores else -math.inf
+
+
+@dataclass
+class Run:
+    name: str
+    wall_s: float
+    started: float  # wall-clock time the search was launched
+    cpus: int  # cores the search had
+    trials: list[Trial]
+    max_epochs: int
+    checkpoint_bytes: int = 0  # size of one reported checkpoint (Ray runs)
+
+
+# ---- reading a finished search ---------------------------------------------------------------
+
+def read_ray_run(name: str, exp_dir: Path, wall_s: float, started: float, cpus: int, max_epochs: int) -> Run:
+    from search.export import read_trials
+
+    trials = []
+    for record in read_trials(exp_dir):
+        run = record.path / "run"
+        placement = json.loads((run / "placement.json").read_text())
+        timing = json.loads((run / "timing.json").read_text()) if (run / "timing.json").is_file() else {}
+        history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        reports = [r for r in record.results if "score" in r]
+        trials.append(Trial(history, [r["score"] for r in reports], [float(r["timestamp"]) for r in reports],
+                            cpus=float(placement["num_threads"]),
+                            timing={**timing, "process_start": placement["process_start"],
+                                    "start": placement["start"], "end": placement.get("end", math.nan)}))
+    sizes = [f.stat().st_size for f in exp_dir.glob("*/checkpoint_*/state.pt")]
+    return Run(name, wall_s, started, cpus, trials, max_epochs, max(sizes, default=0))
+
+
+def run_ray_search(name: str, space: str, budget, extra: list[str], storage: Path) -> tuple[float, float]:
+    """scripts/search.py as a user runs it; -> (wall seconds, launch time)."""
+    command = [sys.executable, str(ROOT / "scripts" / "search.py"), space, "--storage", str(storage),
+               "--name", name, "--num-samples", str(budget.num_samples), "--max-epochs", str(budget.max_epochs),
+               *extra]
+    started = time.time()
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    wall = time.time() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(command)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return wall, started
+
+
+def run_optuna_peer(space_path: str, budget, workdir: Path, threads: int) -> Run:
+    """The peer a user would otherwise write: one process, study.optimize, the same trainer."""
+    import optuna
+    import torch
+
+    from model.train import train
+    from search.score import DIVERGED_SCORE, epoch_score
+    from search.space import DefineByRun, load_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    loaded = load_space(space_path)
+    space = loaded.space
+    define = DefineByRun(space.params)
+    trials: list[Trial] = []
+
+    def objective(ot_trial) -> float:
+        constants = define(ot_trial)
+        params = {**ot_trial.params, **constants}  # as Ray's OptunaSearch merges them
+        cfg = loaded.trial_config(params, epochs=budget.max_epochs, name=f"peer{ot_trial.number}",
+                                  num_threads=threads)
+        trial = Trial([], [], [], cpus=threads, timing={"start": time.time()})
+        trials.append(trial)
+
+        def on_epoch(metrics: dict, checkpoint_dir: Path, final: bool) -> None:
+            trial.history.append(metrics)
+            trial.scores.append(epoch_score(metrics, space.objective))
+            trial.report_times.append(time.time())
+            ot_trial.report(trial.scores[-1], metrics["epoch"])
+            if not final and ot_trial.should_prune():
+                raise optuna.TrialPruned()
+
+        run_dir = workdir / cfg.name
+        try:
+            result = train(cfg, run_dir, on_epoch=on_epoch, log=lambda line: None)
+        finally:
+            trial.timing.update(json.loads((run_dir / "timing.json").read_text())
+                                if (run_dir / "timing.json").is_file() else {})
+            trial.timing["end"] = time.time()
+        if result.status == "diverged":
+            trial.scores.append(DIVERGED_SCORE)
+            trial.report_times.append(time.time())
+            return DIVERGED_SCORE
+        return trial.scores[-1]
+
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=space.seed),
+        pruner=optuna.pruners.HyperbandPruner(min_resource=budget.grace_period, max_resource=budget.max_epochs,
+                                              reduction_factor=budget.reduction_factor))
+    threads_before = torch.get_num_threads()
+    started = time.time()
+    study.optimize(objective, n_trials=budget.num_samples)
+    wall = time.time() - started
+    torch.set_num_threads(threads_before)
+    return Run("optuna", wall, started, threads, trials, budget.max_epochs)
+
+
+# ---- figures ---------------------------------------------------------------------------------
+
+def trial_epochs(run: Run) -> int:
+    return sum(len(t.history) for t in run.trials)
+
+
+def best_final(run: Run) -> float:
+    return max((t.final for t in run.trials), default=-math.inf)
+
+
+def core_seconds(run: Run, key: str) -> float:
+    """Sum over trials and epochs of a per-epoch time, times the cores the trial held."""
+    return sum(t.cpus * sum(h[key] for h in t.history) for t in run.trials)
+
+
+def startup_core_seconds(run: Run) -> float:
+    return sum(t.cpus * (t.timing["first_step"] - t.timing.get("process_start", t.timing["start"]))
+               for t in run.trials if "first_step" in t.timing)
+
+
+def epochs_to_reach(run: Run, target: float) -> int | None:
+    """Trial-epochs spent, in report order over all trials, until a trial ends with a final score
+    >= target (None if none does). A trial's objective is its score at its last report."""
+    events = sorted((time_, i, j) for i, t in enumerate(run.trials) for j, time_ in enumerate(t.report_times))
+    spent = 0
+    for _, i, j in events:
+        spent += 1
+        trial = run.trials[i]
+        if j == len(trial.report_times) - 1 and trial.final >= target:
+            return spent
+    return None
+
+
+def first_checklist_pass_s(run: Run) -> float | None:
+    """Seconds from the search's launch until the first trial that meets the seed's checklist ended."""
+    from search.checklist import evaluate_checklist
+
+    ends = [t.timing["end"] for t in run.trials if t.history
+            and all(item["pass"] for item in evaluate_checklist(t.history, run.max_epochs).values())]
+    return min(ends) - run.started if ends else None
+
+
+def fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "none"
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def shares(run: Run) -> dict[str, float]:
+    """Shares of wall time x cores: training steps, evaluation, trial start-up, and the rest."""
+    total = run.wall_s * run.cpus
+    parts = {"training steps": core_seconds(run, "time/train_s") / total,
+             "evaluation": core_seconds(run, "time/eval_s") / total,
+             "trial start-up": startup_core_seconds(run) / total}
+    first = min(t.timing.get("process_start", t.timing["start"]) for t in run.trials)
+    last = max(t.timing["end"] for t in run.trials)
+    parts["search start and finish"] = ((first - run.started) + (run.started + run.wall_s - last)) / run.wall_s
+    parts["the rest"] = 1 - sum(parts.values())
+    return parts
+
+
+def overhead_section(runs: list[Run]) -> list[str]:
+    lines = ["## Search overhead", "",
+             "Where the cores went: core-seconds (seconds x the cores a trial holds) as a share of wall time "
+             "x the machine's cores. Start-up runs from the trial's process start to its first training step.",
+             "Search start and finish: before the first trial starts (Ray starting, the study) and after the "
+             "last one ends (Ray stopping, export, report). The rest: reports, checkpoints, scheduling and "
+             "cores left idle while trials wait on one another.",
+             "", "| search | wall | trial-epochs | training steps | evaluation | trial start-up | search start "
+             "and finish | the rest |", "|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        lines.append(f"| {run.name} | {fmt_s(run.wall_s)} | {trial_epochs(run)} | "
+                     + " | ".join(f"{v:.0%}" for v in shares(run).values()) + " |")
+    asha = runs[0]
+    phases = [("process start -> trainable (Ray worker start, unpickling the trainable)", "process_start", "start"),
+              ("trainable -> data ready (imports of torch and the model, ARC data from the cache)", "start",
+               "data_ready"),
+              ("data ready -> first step (model, optimiser, TensorBoard writer)", "data_ready", "first_step")]
+    lines += ["", f"Start-up of each of the {len(asha.trials)} trials of `{asha.name}`:", "",
+              "| phase | median | max |", "|---|---|---|"]
+    for label, a, b in phases:
+        values = [t.timing[b] - t.timing[a] for t in asha.trials if a in t.timing and b in t.timing]
+        lines.append(f"| {label} | {statistics.median(values):.2f} s | {max(values):.2f} s |")
+    epoch_s = statistics.median(h["time/epoch_s"] for t in asha.trials for h in t.history)
+    epochs = statistics.median(len(t.history) for t in asha.trials)
+    lines += ["", f"A trial-epoch takes {epoch_s:.1f} s (median) and a trial runs {epochs:g} epochs (median), "
+              "so the fixed start-up of a fresh trial process weighs on short trials; the ARC data comes "
+              "from the on-disk object cache and the trainer imports TensorBoard lazily. Each epoch's "
+              f"checkpoint (model, AdamW state, generators) is {asha.checkpoint_bytes / 2**20:.1f} MB, and Ray "
+              "keeps the last 2 per trial. Ray's `reuse_actors` would skip the process start, but in Ray "
+              "2.60 a reused function-trainable process writes later trials' files outside their trial "
+              "folders, so each trial keeps a fresh process."]
+    return lines
+
+
+def asha_section(asha: Run, no_es: Run, budget) -> list[str]:
+    target = best_final(no_es)
+    reach_no_es, reach_asha = epochs_to_reach(no_es, target), epochs_to_reach(asha, target)
+    lines = ["## ASHA against no early stopping", "",
+             f"The same {budget.num_samples} trials' sampler (TPE, seed 0), up to {budget.max_epochs} epochs; ASHA "
+             f"with grace {budget.grace_period} and reduction factor {budget.reduction_factor}. A trial's "
+             "objective is its score at its last epoch.", "",
+             "| search | trial-epochs | wall | best final score | trial-epochs until a trial ends at >= the no-ES "
+             "best |", "|---|---|---|---|---|"]
+    for run, reach in ((no_es, reach_no_es), (asha, reach_asha)):
+        lines.append(f"| {run.name} | {trial_epochs(run)} | {fmt_s(run.wall_s)} | {best_final(run):.4f} | "
+                     f"{reach if reach is not None else 'not reached'} |")
+    lines.append("")
+    if reach_asha is not None and reach_no_es:
+        lines.append(f"ASHA reached the no-early-stopping best ({target:.4f}) after {reach_asha / reach_no_es:.2f}x "
+                     f"the trial-epochs no-ES needed to find it, and spent {trial_epochs(asha) / trial_epochs(no_es):.0%} "
+                     "of its trial-epochs in all.")
+    else:
+        lines.append(f"ASHA did not reach the no-early-stopping best ({target:.4f}); its best is "
+                     f"{best_final(asha):.4f}, for {trial_epochs(asha) / trial_epochs(no_es):.0%} of the trial-epochs. "
+                     "With these few trials the sampler's later proposals differ between the runs (TPE learns "
+                     "from different results), so one seed decides much of this row.")
+    return lines
+
+
+def peer_section(asha: Run, peer: Run) -> list[str]:
+    lines = ["## Ray Tune against plain Optuna", "",
+             "The peer a user would write instead: `study.optimize` in one process with TPESampler(seed) and "
+             "HyperbandPruner over the same space, trainer and budget, using both cores as 2 torch threads. "
+             "`asha` is our search (2 one-thread trials at a time).", "",
+             "| search | wall | trial-epochs | trial-epochs per minute | best final score | time to the first "
+             "trial that meets the seed's checklist |", "|---|---|---|---|---|---|"]
+    for run in (asha, peer):
+        lines.append(f"| {run.name} | {fmt_s(run.wall_s)} | {trial_epochs(run)} | "
+                     f"{60 * trial_epochs(run) / run.wall_s:.1f} | {best_final(run):.4f} | "
+                     f"{fmt_s(first_checklist_pass_s(run))} |")
+    return lines
+
+
+def concurrency_section(asha: Run, serial: Run) -> list[str]:
+    rate = {r.name: trial_epochs(r) / r.wall_s for r in (asha, serial)}
+    return ["## Concurrency", "",
+            "The same search with 2 concurrent one-thread trials (`asha`) and 1 trial at a time with 2 threads "
+            "(`serial`), on the machine's 2 cores.", "",
+            "| search | wall | trial-epochs | trial-epochs per minute |", "|---|---|---|---|",
+            *[f"| {r.name} | {fmt_s(r.wall_s)} | {trial_epochs(r)} | {60 * rate[r.name]:.1f} |" for r in (serial, asha)],
+            "", f"Speed-up of 2 concurrent trials: {serial.wall_s / asha.wall_s:.2f}x in wall time and "
+            f"{rate['asha'] / rate['serial']:.2f}x in trial-epochs per minute (ASHA's decisions depend on the "
+            "order results arrive, so the trial-epochs differ a little between the runs)."]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", default="spaces/bench.yaml")
+    parser.add_argument("--num-samples", type=int, help="override the space's budget.num_samples")
+    parser.add_argument("--max-epochs", type=int, help="override the space's budget.max_epochs")
+    parser.add_argument("--out", help="write the Markdown sections to this file")
+    args = parser.parse_args(argv)
+
+    from search.space import load_space
+
+    loaded = load_space(args.space)
+    budget = loaded.space.budget.model_copy(update={
+        k: v for k, v in (("num_samples", args.num_samples), ("max_epochs", args.max_epochs)) if v is not None})
+    budget = budget.model_copy(update={"grace_period": min(budget.grace_period, budget.max_epochs)})
+    tasks = loaded.space.set.get("data.max_tasks", loaded.base.get("data", {}).get("max_tasks"))
+    cpus = os.cpu_count() or 1
+    runs: dict[str, Run] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, extra in RAY_RUNS.items():
+            wall, started = run_ray_search(name, args.space, budget, extra, Path(tmp))
+            runs[name] = read_ray_run(name, Path(tmp) / name, wall, started, cpus, budget.max_epochs)
+            print(f"{name}: {wall:.0f} s, {trial_epochs(runs[name])} trial-epochs", file=sys.stderr)
+        runs["optuna"] = run_optuna_peer(args.space, budget, Path(tmp) / "optuna", threads=min(2, cpus))
+        print(f"optuna: {runs['optuna'].wall_s:.0f} s", file=sys.stderr)
+
+    command = shown_command("search_efficiency.py", argv)
+    lines = [f"The next four sections come from one run of `{command}` at commit {commit()} on {platform.node()} ({cpus} CPUs): "
+             f"four searches of `{args.space}` ({budget.num_samples} trials, up to {budget.max_epochs} epochs, "
+             f"{'all' if tasks is None else f'the first {tasks}'} tasks of its data).", ""]
+    lines += overhead_section([runs["asha"], runs["no-es"], runs["serial"], runs["optuna"]]) + [""]
+    lines += asha_section(runs["asha"], runs["no-es"], budget) + [""]
+    lines += peer_section(runs["asha"], runs["optuna"]) + [""]
+    lines += concurrency_section(runs["asha"], runs["serial"]) + [""]
+    ranked = sorted(shares(runs["asha"]).items(), key=lambda kv: -kv[1])
+    lines += [f"Limited by (`asha`): {ranked[0][0]} ({ranked[0][1]:.0%} of the core-seconds), then "
+              + ", ".join(f"{name} ({share:.0%})" for name, share in ranked[1:]) + ".", ""]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
