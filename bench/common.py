@@ -18,9 +18,11 @@ def shown_command(script: str, argv: list[str] | None) -> str:
 
 
 def commit() -> str:
-    """Short hash of HEAD, marked when the working tree has uncommitted changes."""
+    """Short hash of HEAD, marked when code (not docs) has uncommitted changes."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + (" with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    code = ["model", "search", "scripts", "bench", "spaces", "configs", "pyproject.toml"]
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *code)
+    return head + (" with uncommitted code changes" if dirty else "")

@@ -184,7 +184,7 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
             refreshed = 0
             copies = [make_examples(data.train_tasks, cfg.data.context_length, generators["examples"])
                       for _ in range(cfg.data.augment_copies)]
-            train_examples = (torch.cat([c for c, _ in copies]), torch.cat([t for _, t in copies]))
+            train_examples = (torch.cat([ctx for ctx, _ in copies]), torch.cat([tgt for _, tgt in copies]))
             augment_with = generators["augment"] if cfg.data.augment else None
             diverged = None
             for batch in iterate_batches(data.records, *train_examples, t.batch_size, device,

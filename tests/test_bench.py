@@ -1,0 +1,55 @@
+"""The analysis in bench/search_efficiency.py, on hand-built runs with hand-computed answers."""
+
+import pytest
+
+from bench.search_efficiency import (Run, Trial, epochs_to_reach, first_checklist_pass_s, most_checklist_items,
+                                     shares, trial_epochs)
+
+
+def healthy(epoch: int) -> dict:
+    """An epoch's metrics that pass every item of the seed's checklist."""
+    return {"epoch": epoch, "codebook/usage": 0.3, "rank/context": 12.0, "rank/target": 25.0, "val/loss": 3.0,
+            "grad/norm_mean": 1.0, "grad/norm_max": 2.0, "time/train_s": 2.0, "time/eval_s": 0.5}
+
+
+def make_run() -> Run:
+    # trial a: 2 epochs reported at t=101 and t=103 (scores 0.5 then 0.9), healthy, 1 core
+    a = Trial([healthy(1), healthy(2)], [0.5, 0.9], [101.0, 103.0], cpus=1,
+              timing={"process_start": 100.0, "start": 100.5, "first_step": 100.8, "end": 103.0})
+    # trial b: stopped after 1 epoch at t=102 (score 0.95), 1 core, collapsed usage
+    b = Trial([{**healthy(1), "codebook/usage": 0.01}], [0.95], [102.0], cpus=1,
+              timing={"process_start": 101.0, "start": 101.2, "first_step": 101.5, "end": 102.0})
+    return Run("r", wall_s=5.0, started=99.0, cpus=2, trials=[a, b], max_epochs=2)
+
+
+def test_epochs_to_reach_counts_reports_in_time_order_until_a_trial_ends_at_target():
+    run = make_run()
+    assert trial_epochs(run) == 3
+    assert epochs_to_reach(run, 0.95) == 2  # a@101, then b ends at 102 with 0.95
+    assert epochs_to_reach(run, 0.9) == 2  # a's 0.5 at 101 is not its end; b's end at 102 counts
+    assert epochs_to_reach(run, 0.5) == 2  # a reported 0.5 at 101 but did not end there
+    assert epochs_to_reach(run, 0.96) is None
+
+
+def test_shares_split_wall_time_times_cores():
+    parts = shares(make_run())  # wall x cores = 10 core-seconds
+    assert parts["training steps"] == pytest.approx((2 * 2.0 + 2.0) / 10)
+    assert parts["evaluation"] == pytest.approx((2 * 0.5 + 0.5) / 10)
+    assert parts["trial start-up"] == pytest.approx((0.8 + 0.5) / 10)
+    # before the first process start (100 - 99) and after the last end (104 - 103), of 5 s
+    assert parts["search start and finish"] == pytest.approx(2 / 5)
+    assert sum(parts.values()) == pytest.approx(1.0)
+
+
+def test_first_checklist_pass_is_the_earliest_healthy_full_length_trial():
+    run = make_run()
+    assert first_checklist_pass_s(run) == pytest.approx(103.0 - 99.0)  # b fails usage and length
+    run.trials[0].history[0]["codebook/usage"] = 0.01
+    assert first_checklist_pass_s(run) is None
+
+
+def test_most_checklist_items_counts_the_best_trial():
+    run = make_run()
+    assert most_checklist_items(run) == "8/8"
+    run.trials[0].history[1]["rank/target"] = 10.0  # a misses target rank; b misses usage and length
+    assert most_checklist_items(run) == "7/8"
