@@ -26,3 +26,11 @@ def commit() -> str:
     code = ["model", "search", "scripts", "bench", "spaces", "configs", "pyproject.toml"]
     dirty = git("status", "--porcelain", "--untracked-files=no", "--", *code)
     return head + (" with uncommitted code changes" if dirty else "")
+
+
+def emit(text: str, out: str | None) -> None:
+    """Print a section and, with --out FILE, write it there too."""
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)

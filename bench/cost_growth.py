@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 
-from bench.common import commit, shown_command  # noqa: E402
+from bench.common import commit, emit, shown_command  # noqa: E402
 
 CASES = [  # (label, --set overrides)
     ("ARC-AGI-1", ["data.sources=[arc1]"]),
@@ -103,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
               "", "Limited by: the training steps (compute, linear in examples); evaluation grows with the val "
               "split only.", ""]
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit(text, args.out)
     return 0
 
 

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import commit, shown_command  # noqa: E402
+from bench.common import commit, emit, shown_command  # noqa: E402
 
 RAY_RUNS = {  # name -> extra scripts/search.py arguments
     "asha": [],
@@ -360,9 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"Limited by (`asha`): {ranked[0][0]} ({ranked[0][1]:.0%} of the core-seconds), then "
               + ", ".join(f"{name} ({share:.0%})" for name, share in ranked[1:]) + ".", ""]
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit(text, args.out)
     return 0
 
 

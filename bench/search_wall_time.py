@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 
-from bench.common import commit, shown_command  # noqa: E402
+from bench.common import commit, emit, shown_command  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         "Limited by: the trials' training steps on the machine's CPU cores (one trial per core).",
         "",
     ])
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit(text, args.out)
     return 0
 
 

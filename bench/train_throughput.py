@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 
-from bench.common import commit, shown_command  # noqa: E402
+from bench.common import commit, emit, shown_command  # noqa: E402
 
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
@@ -159,10 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Limited by: the encoder's small matrix products and attention (memory- and "
               "overhead-bound at this width), not by data or batching."]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    emit(text, args.out)
     return 0
 
 
