@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,6 +85,10 @@ class ModelConfig(_Section):
         description="How the k context grid embeddings become one (model/aggregators.py): mean "
         "(order-blind, the seed's baseline), last (the most recent grid), attention (learned "
         "pooling with position embeddings), gru (a GRU over the sequence).")
+    final_norm: bool = Field(
+        default=True,
+        description="LayerNorm on the encoder's output tokens, i.e. before the quantizer. false: the "
+        "tokens' scale is free (a candidate cause of codebook collapse).")
     ema_momentum_start: float = Field(
         default=0.996, ge=0.0, lt=1.0,
         description="Target-encoder EMA momentum at step 0; rises linearly to ema_momentum_end.")
@@ -116,8 +121,11 @@ class VQConfig(_Section):
         "is kind: gradient.")
     epsilon: float = Field(default=1e-5, gt=0.0,
                            description="Laplace smoothing of the EMA cluster sizes.")
-    init: Literal["random", "kmeans"] = Field(
-        default="random", description="Codebook init (ema, gradient): kmeans = Lloyd on the first training batch.")
+    init: Literal["random", "kmeans", "uniform"] = Field(
+        default="random",
+        description="Codebook init (ema, gradient): random = N(0, 1) entries (the tokens' scale); kmeans = "
+        "Lloyd on the first training batch; uniform = U(-1/K, 1/K), the reference VQ-VAE init, codes "
+        "near the origin (model/quantizers/_codebook.py: initial_codebook).")
     cosine: bool = Field(default=False, description="Cosine-similarity codes: z and codes l2-normalised (ema, gradient).")
     estimator: Literal["ste", "rotation"] = Field(
         default="ste", description="Gradient to the encoder (ema, gradient): straight-through or the rotation trick.")
@@ -168,6 +176,11 @@ class LossConfig(_Section):
 
 
 class RelationalLossConfig(_Section):
+    reduction: Literal["mean", "sum"] = Field(
+        default="mean",
+        description="How the B (B - 1) squared relation differences are reduced: mean, or sum "
+        "(B (B - 1) = 4032 times larger at batch 64; the seed's relational loss of 37.1 at epoch 1, "
+        "above its InfoNCE, points to a sum). model/losses.py: relation_matching.")
     weight: float = Field(
         default=0.05, ge=0.0,
         description="Weight of relation matching between predictions and targets: the batch's "
@@ -267,14 +280,32 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
 
 
 def _known_keys(cls: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names of the section at loc (for 'did you mean' hints)."""
-    for part in loc[:-1]:
-        field = cls.model_fields.get(part) if isinstance(part, str) else None
+    """Field names of the section at loc (for 'did you mean' hints). A mapping of sections
+    (a space's `params: {key: Param}`) is stepped through: its key names no field."""
+    parts, i = loc[:-1], 0
+    while i < len(parts):
+        field = cls.model_fields.get(parts[i]) if isinstance(parts[i], str) else None
         ann = getattr(field, "annotation", None)
+        args = typing.get_args(ann)
+        if typing.get_origin(ann) is dict and args and isinstance(args[-1], type) and issubclass(args[-1], BaseModel):
+            ann, i = args[-1], i + 1  # skip the mapping's own key
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return []
-        cls = ann
+        cls, i = ann, i + 1
     return list(cls.model_fields)
+
+
+def leaf_keys(cls: type[BaseModel] = None, prefix: str = "") -> list[str]:
+    """Every dotted key of a config class: vq.commitment_cost, training.grad_clip.max_norm, ..."""
+    cls = cls or TrainConfig
+    keys = []
+    for name, field in cls.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += leaf_keys(ann, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
 
 
 def format_validation_error(err: ValidationError | list[dict], source: str, cls: type[BaseModel]) -> str:

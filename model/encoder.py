@@ -25,7 +25,7 @@ BUCKET_EDGES = (2, 4, 8, 16)
 
 class ObjectEncoder(nn.Module):
     def __init__(self, dim: int, depth: int, heads: int, num_features: int = NUM_FEATURES,
-                 bucket_edges: tuple[int, ...] = BUCKET_EDGES):
+                 bucket_edges: tuple[int, ...] = BUCKET_EDGES, final_norm: bool = True):
         super().__init__()
         self.bucket_edges = bucket_edges  # () = one bucket: every grid at the batch's longest length
         self.features = nn.Linear(num_features, dim)
@@ -33,11 +33,13 @@ class ObjectEncoder(nn.Module):
         layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=0.0,
                                            batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(dim)
+        # final_norm=False leaves the token scale free (pre-norm blocks add to an unnormalised
+        # residual stream): a candidate cause of collapse when the tokens feed a quantizer.
+        self.norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
 
     def forward(self, features: torch.Tensor, colours: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """features [G, N, F], colours [G, N], mask [G, N] (True = real token, real tokens first)
-        -> [G, N, D]; padded slots come out as norm(0) and are ignored downstream (masked)."""
+        -> [G, N, D]; padded slots come out as norm(0) (or 0) and are ignored downstream (masked)."""
         if bool((mask[:, 1:] & ~mask[:, :-1]).any()):
             raise ValueError("ObjectEncoder: real tokens must come before the padding in every grid")
         x = self.features(features) + self.colour(colours)  # [G, N, D]

@@ -43,9 +43,9 @@ class JEPAOutput:
 class JEPA(nn.Module):
     def __init__(self, dim: int, depth: int, heads: int, predictor_hidden: int, aggregator: str,
                  context_length: int, quantizer: nn.Module | None, temperature_init: float,
-                 temperature_min: float, temperature_max: float):
+                 temperature_min: float, temperature_max: float, final_norm: bool = True):
         super().__init__()
-        self.context_encoder = ObjectEncoder(dim, depth, heads)
+        self.context_encoder = ObjectEncoder(dim, depth, heads, final_norm=final_norm)
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
         self.quantizer = quantizer
         self.aggregator = build_aggregator(aggregator, dim, context_length)
@@ -96,6 +96,7 @@ class LossWeights:
     sigreg_directions: int
     relational: float
     context_self: float
+    relational_reduction: str = "mean"  # "mean" | "sum" over the B (B - 1) pairs (losses.relation_matching)
 
 
 def jepa_loss(model: JEPA, batch: Batch, out: JEPAOutput, weights: LossWeights,
@@ -106,13 +107,14 @@ def jepa_loss(model: JEPA, batch: Batch, out: JEPAOutput, weights: LossWeights,
     terms = {"infonce": info_nce(out.pred, out.target, temperature)}
     directions = random_directions(d, weights.sigreg_directions, generator, out.grids.device)
     terms["sigreg"] = sigreg(out.grids.reshape(b * k, d), directions)
-    relational = weights.relational * relation_matching(out.pred, out.target)
+    relational = weights.relational * relation_matching(out.pred, out.target, weights.relational_reduction)
     if weights.context_self > 0:
         n, f = batch.context_features.shape[2:]
         teacher = model.encode_target(batch.context_features.reshape(b * k, n, f),
                                       batch.context_colours.reshape(b * k, n),
                                       batch.context_mask.reshape(b * k, n))  # [B*k, D]
-        relational = relational + weights.context_self * relation_matching(out.grids.reshape(b * k, d), teacher)
+        relational = relational + weights.context_self * relation_matching(out.grids.reshape(b * k, d), teacher,
+                                                                        weights.relational_reduction)
     terms["relational"] = relational
     terms["vq"] = out.vq_loss
     terms["total"] = terms["infonce"] + weights.sigreg * terms["sigreg"] + relational + out.vq_loss

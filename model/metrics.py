@@ -54,3 +54,33 @@ def isotropy(z: torch.Tensor) -> float:
     if lam.sum() <= 0:
         return float(1.0 / z.shape[1])  # all samples equal: fully collapsed
     return float(lam.sum() ** 2 / (z.shape[1] * (lam**2).sum()))
+
+
+def mutual_information(x: torch.Tensor, y: torch.Tensor) -> float:
+    """I(X; Y) in nats of two label vectors x, y [M] (non-negative ints), from their joint counts:
+
+        p_ab = n_ab / M,   I = sum_ab p_ab log( p_ab / (p_a p_b) )     (Cover & Thomas, eq. 2.28)
+    """
+    x, y = x.flatten().long(), y.flatten().long()
+    ny = int(y.max()) + 1
+    joint = torch.bincount(x * ny + y, minlength=(int(x.max()) + 1) * ny).double().view(-1, ny)  # [X, Y]
+    p = joint / joint.sum()
+    px, py = p.sum(1, keepdim=True), p.sum(0, keepdim=True)  # [X, 1], [1, Y]
+    nz = p > 0
+    return float((p[nz] * (p[nz] / (px * py).expand_as(p)[nz]).log()).sum())
+
+
+def _entropy(x: torch.Tensor) -> float:
+    p = torch.bincount(x.flatten().long()).double()
+    p = p[p > 0] / p.sum()
+    return float(-(p * p.log()).sum())
+
+
+def normalized_mutual_information(x: torch.Tensor, y: torch.Tensor) -> float:
+    """NMI(X; Y) = 2 I(X; Y) / (H(X) + H(Y)) in [0, 1] (the arithmetic-mean normalisation, Vinh,
+    Epps & Bailey 2010, "Information Theoretic Measures for Clusterings Comparison", Table 2;
+    scikit-learn's default). 1: each labelling determines the other; 0: independent, or both
+    constant. Biased upward when X has many values for few samples (256 codes): compare it with
+    the same NMI against shuffled labels (model/train.py logs that chance level beside it)."""
+    h = _entropy(x) + _entropy(y)
+    return 0.0 if h <= 0 else max(0.0, min(1.0, 2 * mutual_information(x, y) / h))

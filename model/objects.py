@@ -172,6 +172,18 @@ def random_augmentation(batch: int, generator: torch.Generator) -> tuple[torch.T
     return dihedral, torch.cat([zeros, perm, grid], dim=1)
 
 
+SHAPE_FEATURES = slice(13, NUM_FEATURES)  # where featurize puts the S x S occupancy
+
+
+def shape_class(features: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """Discrete shape label of each token for code-quality metrics: the S x S pooled occupancy
+    thresholded at 1/2, read as an S*S-bit integer; grid tokens get their own label 2^(S*S).
+    features [*, F], colours [*] -> [*] long."""
+    bits = (features[..., SHAPE_FEATURES] >= 0.5).long()  # [*, S*S]
+    label = (bits * (2 ** torch.arange(bits.shape[-1], device=bits.device))).sum(-1)
+    return torch.where(colours == GRID_COLOUR, torch.full_like(label, 2 ** bits.shape[-1]), label)
+
+
 def featurize(rec: GridRecords) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Records [*, N] -> (features [*, N, F], colour ids [*, N], mask [*, N]).
 

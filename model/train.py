@@ -12,8 +12,9 @@ Per-epoch keys: epoch, step, train/loss, val/loss, loss/infonce, loss/sigreg, lo
 loss/vq, codebook/usage, codebook/perplexity, codebook/refreshed, rank/context, rank/target,
 isotropy/context, isotropy/target, grad/norm_mean, grad/norm_max, temperature, time/epoch_s,
 time/train_s (inside training steps: batch building, forward, backward, optimiser, EMA, refresh),
-time/eval_s (val loss and health metrics). Usage, perplexity, ranks and isotropy are measured
-on the val split once per epoch.
+time/eval_s (val loss and health metrics), codes/nmi_colour, codes/nmi_shape, codes/nmi_chance
+(do the codes name objects: train.code_quality). Usage, perplexity, ranks, isotropy and the
+code NMIs are measured on the val split once per epoch.
 loss/infonce and loss/sigreg are unweighted; loss/relational is the weighted sum of its two
 terms (weight, context_self_weight) and loss/vq includes the commitment cost, as they enter
 train/loss = infonce + sigreg_weight * sigreg + relational + vq.
@@ -32,9 +33,10 @@ import torch
 
 from model.config import TrainConfig, dump_config
 from model.data import ArcData, iterate_batches, load_arc_data, make_examples
-from model.io import atomic_write_json, atomic_write_text
+from model.io import atomic_path, atomic_write_json, atomic_write_text
 from model.jepa import JEPA, LossWeights, jepa_loss
-from model.metrics import codebook_usage, effective_rank, isotropy, perplexity
+from model.metrics import codebook_usage, effective_rank, isotropy, normalized_mutual_information, perplexity
+from model.objects import shape_class
 from model.quantizers import build_quantizer
 
 METRIC_KEYS = (
@@ -42,6 +44,7 @@ METRIC_KEYS = (
     "loss/vq", "codebook/usage", "codebook/perplexity", "codebook/refreshed", "rank/context",
     "rank/target", "isotropy/context", "isotropy/target", "grad/norm_mean", "grad/norm_max",
     "temperature", "time/epoch_s", "time/train_s", "time/eval_s",
+    "codes/nmi_colour", "codes/nmi_shape", "codes/nmi_chance",
 )
 
 EpochCallback = Callable[[dict, Path, bool], None]  # (metrics, checkpoint dir, last epoch?)
@@ -62,7 +65,8 @@ def build_model(cfg: TrainConfig) -> JEPA:
                                  vq.refresh_usage_threshold, vq.init, vq.cosine, vq.estimator, gumbel,
                                  vq.fsq_levels, seed=cfg.seed) if vq.enabled else None)
     return JEPA(m.dim, m.depth, m.heads, m.predictor_hidden, m.aggregator, cfg.data.context_length,
-                quantizer, loss.temperature_init, loss.temperature_min, loss.temperature_max)
+                quantizer, loss.temperature_init, loss.temperature_min, loss.temperature_max,
+                final_norm=m.final_norm)
 
 
 def make_optimizer(model: JEPA, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -87,7 +91,7 @@ def evaluate(model: JEPA, data: ArcData, val_examples: tuple[torch.Tensor, torch
     """Val loss and health metrics over the whole val split (no augmentation, fixed SIGReg draws)."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    total, count, contexts, targets, codes = 0.0, 0, [], [], []
+    total, count, contexts, targets, codes, colours, shapes = 0.0, 0, [], [], [], [], []
     for batch in iterate_batches(data.records, *val_examples, batch_size, device):
         out = model(batch)
         total += float(jepa_loss(model, batch, out, weights, generator)["total"]) * batch.size
@@ -96,9 +100,14 @@ def evaluate(model: JEPA, data: ArcData, val_examples: tuple[torch.Tensor, torch
         targets.append(out.target)
         if out.indices is not None:
             codes.append(out.indices)
+            mask = batch.context_mask.flatten(0, 1)  # [B*k, N]; indices follow tokens[mask] order
+            colour = batch.context_colours.flatten(0, 1)[mask]  # [M]
+            colours.append(colour)
+            shapes.append(shape_class(batch.context_features.flatten(0, 1)[mask], colour))
     model.train()
     context, target = torch.cat(contexts), torch.cat(targets)
     indices = torch.cat(codes) if codes else None
+    nmi = code_quality(indices, torch.cat(colours), torch.cat(shapes), seed) if codes else {}
     return {
         "val/loss": total / count,
         "codebook/usage": codebook_usage(indices, num_codes) if indices is not None else math.nan,
@@ -107,7 +116,22 @@ def evaluate(model: JEPA, data: ArcData, val_examples: tuple[torch.Tensor, torch
         "rank/target": effective_rank(target),
         "isotropy/context": isotropy(context),
         "isotropy/target": isotropy(target),
+        "codes/nmi_colour": nmi.get("colour", math.nan),
+        "codes/nmi_shape": nmi.get("shape", math.nan),
+        "codes/nmi_chance": nmi.get("chance", math.nan),
     }
+
+
+def code_quality(indices: torch.Tensor, colours: torch.Tensor, shapes: torch.Tensor, seed: int) -> dict[str, float]:
+    """Do the codes name objects? NMI between each context token's code and its colour, and its
+    shape class (model/objects.py: shape_class); "chance": NMI between the codes and the colours
+    shuffled across tokens (a fixed permutation from `seed`), the level a code-colour NMI must
+    clear to mean anything."""
+    codes, colours, shapes = indices.cpu(), colours.cpu(), shapes.cpu()
+    shuffled = colours[torch.randperm(len(colours), generator=torch.Generator().manual_seed(seed))]
+    return {"colour": normalized_mutual_information(codes, colours),
+            "shape": normalized_mutual_information(codes, shapes),
+            "chance": normalized_mutual_information(codes, shuffled)}
 
 
 def _format_line(m: dict, epochs: int) -> str:
@@ -135,7 +159,8 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
         torch.set_num_threads(t.num_threads)
     device = resolve_device(t.device)
     weights = LossWeights(cfg.loss.sigreg_weight, cfg.loss.sigreg_directions,
-                          cfg.relational_loss.weight, cfg.relational_loss.context_self_weight)
+                          cfg.relational_loss.weight, cfg.relational_loss.context_self_weight,
+                          cfg.relational_loss.reduction)
 
     # ---- data: real ARC tasks, split by task id; val examples fixed for the whole run
     data = load_arc_data(cfg.data.sources, cfg.data.val_fraction, cfg.data.max_objects, cfg.data.max_tasks)
@@ -283,8 +308,6 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
 
 def _save_checkpoint(directory: Path, model: JEPA, optimizer, generators: dict, state: dict) -> None:
     """Write state.pt atomically: a kill mid-write leaves the previous checkpoint intact."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / "state.pt.tmp"
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "generators": {k: g.get_state() for k, g in generators.items()}, "state": state}, tmp)
-    tmp.replace(directory / "state.pt")
+    with atomic_path(directory / "state.pt") as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "generators": {k: g.get_state() for k, g in generators.items()}, "state": state}, tmp)

@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", help="results/<experiment> folder")
     parser.add_argument("--metric", default="score", help="any reported key (default: score)")
-    parser.add_argument("--mode", choices=["max", "min"], default="max")
+    parser.add_argument("--mode", choices=["max", "min"],
+                        help="default: the experiment's goal (max for health, min for a collapse search)")
     parser.add_argument("--reduce", choices=["last", "best"], default="last",
                         help="rank trials by the metric at their last epoch (default, the search's "
                         "objective) or by its best value over the run")
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     from search.export import export_best
 
     best = export_best(exp_dir, args.metric, args.mode, args.reduce)
+    from search.targets import read_judging
+
+    args.mode = args.mode or read_judging(exp_dir).mode
     if best is None:
         print(f"error: {exp_dir}: no trial reported {args.metric}", file=sys.stderr)
         return 1

@@ -111,7 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     if best is None:
         print(f"no trial produced a result; see {exp_dir}", file=sys.stderr)
         return 1
-    print(f"best trial {best.trial_id}: final score {best.final('score'):.4f} ({best.status})")
+    import json
+
+    from search.report import format_score
+
+    summary = json.loads((exp_dir / "best_trial.json").read_text())
+    v, v_seed = summary["verdict"], summary["verdict_seed_targets"]
+    print(f"best trial {best.trial_id}: final score {format_score(best.final('score'), best.final('score') > 1)} "
+          f"({best.status})")
+    print(f"checklist: {v['passed']}/{v['total']} items pass"
+          + (f"; failed: {', '.join(v['failed'])}" if v["failed"] else "")
+          + f" ({v_seed['passed']}/{v_seed['total']} with the seed's literal targets)")
     print(f"best config: {exp_dir / 'best_config.yaml'}\n  run it: python scripts/train.py {exp_dir / 'best_config.yaml'}")
     print(f"trials: {exp_dir / 'trials.csv'}; study: sqlite:///{exp_dir / 'study.db'}")
     return 0

@@ -5,7 +5,9 @@
                             [--name NAME] [--results DIR] [--resume]
 
 Writes results/runs/<name>/ (config.yaml, command.txt, metrics.jsonl, tb/, checkpoint/,
-status.json). Exit status: 0 completed or early-stopped, 1 diverged, 2 bad input.
+status.json). Without --name, a run whose folder exists gets a fresh name (<name>-2, -3, ...), so
+the same command works every time; --name NAME --resume continues one. Exit status: 0 completed
+or early-stopped, 1 diverged, 2 bad input.
 """
 
 from __future__ import annotations
@@ -40,9 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = Path(args.results) / cfg.name
     if run_dir.exists() and not args.resume:
-        print(f"error: {run_dir} exists; pass --resume to continue it, or --name NEW for a new run",
-              file=sys.stderr)
-        return 2
+        if args.name:  # an explicit name is never reused silently
+            print(f"error: {run_dir} exists; pass --resume to continue it, or --name NEW for a new run",
+                  file=sys.stderr)
+            return 2
+        # the config's own name is taken (a second run of the same command): a fresh name each time
+        taken = run_dir
+        run_dir = next(p for i in range(2, 10**6) if not (p := taken.with_name(f"{cfg.name}-{i}")).exists())
+        cfg = cfg.model_copy(update={"name": run_dir.name})
+        print(f"{taken} exists: this run is {run_dir} (continue a run with --name NAME --resume)")
 
     from model.io import atomic_write_text
     from model.train import train

@@ -48,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     from search.export import read_trials
     from search.report import write_report
     from search.runs import train_subprocess
+    from search.targets import read_judging
 
+    judging = read_judging(exp_dir)
     trials = [t for t in read_trials(exp_dir) if math.isfinite(t.final("score")) and (t.path / "run" / "config.yaml").is_file()]
-    trials = sorted(trials, key=lambda t: t.final("score"), reverse=True)[: args.top]
+    trials = sorted(trials, key=lambda t: t.final("score"), reverse=judging.mode == "max")[: args.top]
     jobs = []
     for t in trials:
         planned = args.epochs or yaml.safe_load((t.path / "run" / "config.yaml").read_text())["training"]["epochs"]
@@ -64,13 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     for (t, _seed, planned, _), run in zip(jobs, runs):
         if run.error:
             print(f"{run.name} failed:\n{run.error}", file=sys.stderr)
-        checks = evaluate_checklist(run.rows, planned)
+        checks = evaluate_checklist(run.rows, planned, judging.targets)
         for item, result in checks.items():
             entry = summary.setdefault(t.trial_id, {}).setdefault(item, {"passes": [], "values": []})
             entry["passes"].append(bool(result["pass"]))
             entry["values"].append(float(result["value"]))
     report = {"command": shlex.join(["python", "scripts/verify.py", *(argv if argv is not None else sys.argv[1:])]),
-              "seeds": [SEED_BASE + i for i in range(args.seeds)], "trials": {}}
+              "seeds": [SEED_BASE + i for i in range(args.seeds)], "targets": judging.targets.as_dict(), "trials": {}}
     for trial_id, items in summary.items():
         report["trials"][trial_id] = {
             item: {"pass_rate": sum(e["passes"]) / len(e["passes"]), "mean": statistics.fmean(e["values"]),

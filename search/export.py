@@ -22,7 +22,8 @@ from pathlib import Path
 import yaml
 
 from model.io import atomic_write_json, atomic_write_text
-from search.checklist import evaluate_checklist
+from search.checklist import evaluate_checklist, verdict
+from search.targets import SEED, collapsed, read_judging
 
 SUMMARY_KEYS = ("score", "score/best", "codebook/usage", "codebook/perplexity", "rank/context",
                 "rank/target", "val/loss", "train/loss", "grad/norm_mean", "grad/norm_max")
@@ -77,7 +78,7 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def trial_status(trial: TrialRecord, collapse_floor: float = 0.02, collapse_patience: int = 3) -> str:
+def trial_status(trial: TrialRecord, collapse_floor: float, collapse_patience: int) -> str:
     """completed | early_stopped | diverged | collapsed | stopped | failed | pending."""
     last = trial.last
     if (trial.path / "error.txt").exists() or (trial.path / "error.pkl").exists():
@@ -90,8 +91,7 @@ def trial_status(trial: TrialRecord, collapse_floor: float = 0.02, collapse_pati
     if last.get("trial/finished"):
         status = _read_json(trial.path / "run" / "status.json").get("status")
         return status or "completed"
-    usage = [r.get("codebook/usage", math.nan) for r in trial.results[-collapse_patience:]]
-    if len(usage) == collapse_patience and all(u < collapse_floor for u in usage):
+    if collapsed([r.get("codebook/usage", math.nan) for r in trial.results], collapse_floor, collapse_patience):
         return "collapsed"
     return "stopped"  # by ASHA (or still running, when read during a search)
 
@@ -103,14 +103,16 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def read_trials(exp_dir: Path, collapse_floor: float = 0.02, collapse_patience: int = 3) -> list[TrialRecord]:
+def read_trials(exp_dir: Path) -> list[TrialRecord]:
+    """Every trial folder of the experiment, with its status under the experiment's collapse rule."""
+    judging = read_judging(exp_dir)
     trials = []
     for params_file in sorted(exp_dir.glob("*/params.json")):
         path = params_file.parent
         results = _read_jsonl(path / "result.json")
         trial_id = results[-1].get("trial_id", path.name) if results else path.name.removeprefix("trial_")
         trial = TrialRecord(trial_id, path, _read_json(params_file), results)
-        trial.status = trial_status(trial, collapse_floor, collapse_patience)
+        trial.status = trial_status(trial, judging.collapse_floor, judging.collapse_patience)
         trials.append(trial)
     return trials
 
@@ -127,14 +129,17 @@ def _csv_text(trials: list[TrialRecord]) -> str:
     return out.getvalue()
 
 
-def export_best(exp_dir: str | Path, metric: str = "score", mode: str = "max", reduce: str = "last",
-                collapse_floor: float = 0.02, collapse_patience: int = 3) -> TrialRecord | None:
+def export_best(exp_dir: str | Path, metric: str = "score", mode: str | None = None,
+                reduce: str = "last") -> TrialRecord | None:
     """Write best_config.yaml, best_trial.json and trials.csv; returns the best trial (or None).
 
     Trials are ranked by `metric` at their last report (reduce="last", the search's objective)
-    or by its best value over the run (reduce="best")."""
+    or by its best value over the run (reduce="best"); mode defaults to the experiment's goal
+    (max for health, min for a collapse search)."""
     exp_dir = Path(exp_dir)
-    trials = read_trials(exp_dir, collapse_floor, collapse_patience)
+    judging = read_judging(exp_dir)
+    mode = mode or judging.mode
+    trials = read_trials(exp_dir)
     atomic_write_text(exp_dir / "trials.csv", _csv_text(trials))
     scored = [t for t in trials if math.isfinite(t.value(metric, mode, reduce))
               and (t.path / "run" / "config.yaml").is_file()]
@@ -157,7 +162,12 @@ def export_best(exp_dir: str | Path, metric: str = "score", mode: str = "max", r
         "epochs": best.last.get("epoch", 0),
         "params": best.params,
         "final": {k: best.last.get(k) for k in SUMMARY_KEYS if k in best.last},
-        "checklist": evaluate_checklist(history, config["training"]["epochs"]),
+        "targets": judging.targets.as_dict(),
+        "verdict": verdict(checklist := evaluate_checklist(history, config["training"]["epochs"], judging.targets)),
+        "checklist": checklist,
+        "seed_targets": SEED.as_dict(),
+        "verdict_seed_targets": verdict(seed_list := evaluate_checklist(history, config["training"]["epochs"], SEED)),
+        "checklist_seed_targets": seed_list,
         "trial_dir": str(best.path),
     })
     return best

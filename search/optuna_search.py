@@ -14,9 +14,14 @@
    sampler would draw again the parameters it drew before the kill. On restore the sampler is
    replaced by a fresh one of the same kind, seeded with (space seed + trials in the study):
    deterministic for a given study, and never a replay.
+
+The study's objectives carry the metric names (`score`; or codebook/usage, rank/context,
+val/loss), so optuna-dashboard and `optuna.load_study(...).metric_names` say what they are.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -39,6 +44,13 @@ class PruningAwareOptunaSearch(OptunaSearch):
     def __init__(self, *args, sampler_factory: SamplerFactory, **kwargs):
         super().__init__(*args, sampler=sampler_factory(), **kwargs)
         self._sampler_factory = sampler_factory
+
+    def _setup_study(self, mode):
+        super()._setup_study(mode)
+        names = list(self._metric) if isinstance(self._metric, list) else [self._metric]
+        with warnings.catch_warnings():  # set_metric_names is marked experimental in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._ot_study.set_metric_names(names)
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)

@@ -29,15 +29,27 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 import yaml  # noqa: E402
 
 from model.io import atomic_write_text  # noqa: E402
-from search.checklist import evaluate_checklist  # noqa: E402
+from search.checklist import evaluate_checklist, format_item, verdict  # noqa: E402
 from search.export import TrialRecord, _read_jsonl, read_trials  # noqa: E402
+from search.targets import SEED, Targets, read_judging  # noqa: E402
 
 CURVES = [("score", "composite score"), ("codebook/usage", "codebook usage"), ("rank/context", "context rank"),
           ("rank/target", "target rank"), ("val/loss", "val loss")]
-TARGETS = {"codebook/usage": 0.15, "rank/context": 10.0, "rank/target": 20.0}
-SHORT = {"usage_above_15pct_throughout": "usage>15%", "context_rank_above_10": "ctx rank>10",
-         "target_rank_above_20": "tgt rank>20", "no_val_spike_over_2x": "no spike", "grad_norm_mean_below_50": "grad mean<50",
-         "grad_norm_max_below_150": "grad max<150", "completed_all_epochs": "all epochs", "final_val_loss_below_8": "val<8"}
+
+
+def target_lines(targets: Targets) -> dict[str, float]:
+    """The bars drawn on the plots, by metric key."""
+    return {"codebook/usage": targets.usage, "rank/context": targets.context_rank, "rank/target": targets.target_rank}
+
+
+def format_score(score: float, targets_met: bool | None = None) -> str:
+    """Five decimals, so 0.99998 never reads as 1.0000 (the 'every target met' step is at 1)."""
+    if not _finite(score):
+        return str(score)
+    text = f"{score:.5f}"
+    if targets_met is None:
+        return text
+    return text + (" (every target met)" if targets_met else " (a target missed)")
 
 
 def _best_score(t: TrialRecord) -> float:
@@ -45,7 +57,8 @@ def _best_score(t: TrialRecord) -> float:
     return t.final("score")
 
 
-def plot_curves(trials: list[TrialRecord], best: TrialRecord | None, path: Path) -> None:
+def plot_curves(trials: list[TrialRecord], best: TrialRecord | None, path: Path, targets: Targets = SEED) -> None:
+    bars = target_lines(targets)
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4.2 * len(CURVES), 3.6), constrained_layout=True)
     for ax, (key, label) in zip(axes, CURVES):
         for t in trials:
@@ -54,14 +67,17 @@ def plot_curves(trials: list[TrialRecord], best: TrialRecord | None, path: Path)
             if not xs or t is best:
                 continue
             ax.plot(xs, ys, color="0.6", lw=0.8, alpha=0.7)
-            if t.status in ("stopped", "collapsed"):
+            if t.status in STOPPED:
                 ax.plot(xs[-1], ys[-1], "x", color="tab:red", ms=4, alpha=0.8)
         if best is not None:
             xs = [r["epoch"] for r in best.results if _finite(r.get(key, math.nan))]
             ys = [r[key] for r in best.results if _finite(r.get(key, math.nan))]
             ax.plot(xs, ys, color="tab:blue", lw=2.2, label=f"best ({best.trial_id})")
-        if key in TARGETS:
-            ax.axhline(TARGETS[key], color="tab:green", ls="--", lw=1, label="seed target")
+        if key in bars:
+            ax.axhline(bars[key], color="tab:green", ls="--", lw=1, label="target in force")
+            seed_bar = target_lines(SEED)[key]
+            if seed_bar != bars[key]:
+                ax.axhline(seed_bar, color="tab:orange", ls=":", lw=1, label="seed's literal target")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(label)
@@ -82,25 +98,34 @@ def plot_params(trials: list[TrialRecord], space: dict, path: Path) -> list[str]
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), constrained_layout=True, squeeze=False)
     for ax, key in zip(axes.flat, params):
         dist = space["params"][key]["dist"]
-        pts = [(t.params[key], _best_score(t)) for t in trials if key in t.params and _finite(_best_score(t))]
+        pts = [(t.params[key], _best_score(t), t.status in STOPPED) for t in trials
+               if key in t.params and _finite(_best_score(t))]
         if dist == "categorical":
             labels = [json.dumps(c) if isinstance(c, list) else str(c) for c in space["params"][key]["choices"]]
             index = {lab: i for i, lab in enumerate(labels)}
-            xs = [index.get(json.dumps(v) if isinstance(v, list) else str(v), -1) for v, _ in pts]
+            xs = [index.get(json.dumps(v) if isinstance(v, list) else str(v), -1) for v, _, _ in pts]
             ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
         else:
-            xs = [v for v, _ in pts]
+            xs = [v for v, _, _ in pts]
             if dist in ("loguniform", "logint"):
                 ax.set_xscale("log")
                 ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 1-2-5 ticks
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
                 ax.xaxis.set_minor_formatter(NullFormatter())  # default minor labels collide
-        ax.scatter(xs, [s for _, s in pts], s=18, alpha=0.75)
+        full = [i for i, (_, _, stopped) in enumerate(pts) if not stopped]
+        cut = [i for i, (_, _, stopped) in enumerate(pts) if stopped]
+        ax.scatter([xs[i] for i in full], [pts[i][1] for i in full], s=18, alpha=0.75, label="ran its full budget")
+        ax.scatter([xs[i] for i in cut], [pts[i][1] for i in cut], s=22, marker="x", color="tab:red", alpha=0.75,
+                   label="stopped early (score at its last epoch)")
         ax.set_xlabel(key, fontsize=9)
         ax.set_ylabel("final score")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(params):]:
         ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    n_cut = sum(t.status in STOPPED for t in trials)
+    fig.suptitle(f"final score of every trial ({len(trials) - n_cut} ran the full budget, {n_cut} were stopped "
+                 "early and are scored at an earlier epoch); importance.png uses the completed trials only")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return params
@@ -116,7 +141,7 @@ def load_study(exp_dir: Path):
         return None
 
 
-def plot_pareto(study, path: Path) -> list:
+def plot_pareto(study, path: Path, targets: Targets = SEED) -> list:
     """Multi-objective studies: usage against context rank, coloured by val loss; the Pareto
     front (study.best_trials) ringed and numbered."""
     import optuna
@@ -130,8 +155,8 @@ def plot_pareto(study, path: Path) -> list:
     for t in front:
         ax.scatter(t.values[0], t.values[1], s=120, facecolors="none", edgecolors="black", lw=1.4)
         ax.annotate(str(t.number), (t.values[0], t.values[1]), xytext=(5, 5), textcoords="offset points", fontsize=8)
-    ax.axvline(TARGETS["codebook/usage"], color="tab:green", ls="--", lw=1)
-    ax.axhline(TARGETS["rank/context"], color="tab:green", ls="--", lw=1)
+    ax.axvline(targets.usage, color="tab:green", ls="--", lw=1)
+    ax.axhline(targets.context_rank, color="tab:green", ls="--", lw=1)
     ax.set_xlabel("codebook usage (last epoch)")
     ax.set_ylabel("context rank (last epoch)")
     ax.set_title(f"Pareto front: {len(front)} of {len(done)} completed trials (ringed)")
@@ -159,14 +184,24 @@ def param_importances(study) -> tuple[dict[str, float], str]:
         return {}, str(err)
 
 
-def plot_importances(importances: dict[str, float], path: Path) -> None:
+def plot_importances(importances: dict[str, float], path: Path, completed: int | None = None) -> None:
     names = list(importances)[::-1]
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(names) + 1.2), constrained_layout=True)
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
     ax.set_xlabel("importance (PED-ANOVA, normalised)")
-    ax.set_title("parameter importance")
+    ax.set_title("parameter importance" + (f" over the {completed} completed trials (stopped ones excluded)"
+                                           if completed is not None else ""), fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+STOPPED = ("stopped", "collapsed")  # ended by ASHA or the collapse stopper, before the budget
+
+
+def _completed(study) -> int:
+    import optuna
+
+    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
 def _finite(x) -> bool:
@@ -182,15 +217,16 @@ def _fmt(v) -> str:
 def write_report(exp_dir: str | Path, top: int = 10) -> Path:
     exp_dir = Path(exp_dir)
     trials = read_trials(exp_dir)
-    scored = sorted([t for t in trials if _finite(_best_score(t))], key=_best_score, reverse=True)
+    judging = read_judging(exp_dir)
+    scored = sorted([t for t in trials if _finite(_best_score(t))], key=_best_score, reverse=judging.mode == "max")
     best = scored[0] if scored else None
     space = yaml.safe_load((exp_dir / "space.yaml").read_text()) if (exp_dir / "space.yaml").is_file() else {}
-    plot_curves(trials, best, exp_dir / "curves.png")
+    plot_curves(trials, best, exp_dir / "curves.png", judging.targets)
     params = plot_params(trials, space, exp_dir / "params.png")
     study = load_study(exp_dir)
     importances, why_not = param_importances(study)
     if importances:
-        plot_importances(importances, exp_dir / "importance.png")
+        plot_importances(importances, exp_dir / "importance.png", completed=_completed(study))
 
     import optuna
     import ray
@@ -201,14 +237,25 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
         counts[t.status] = counts.get(t.status, 0) + 1
     lines = [f"# Search report: {exp_dir.name}", "",
              f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".", ""]
+    t_ = judging.targets
+    lines += [f"Goal: **{judging.goal}** (trials ranked by their final score, {'highest' if judging.mode == 'max' else 'lowest'} first). "
+              f"Targets in force: usage {t_.usage:.0%}, context rank {t_.context_rank:g}, target rank "
+              f"{t_.target_rank:g} ({t_.source}); the seed's literal ones: usage {SEED.usage:.0%}, context rank "
+              f"{SEED.context_rank:g}, target rank {SEED.target_rank:g}.", ""]
     if best is not None:
-        lines += [f"Best trial: `{best.trial_id}`, final score {_best_score(best):.4f} ({best.status}); "
-                  f"config: `{exp_dir / 'best_config.yaml'}`.", ""]
+        best_history = _read_jsonl(best.path / "run" / "metrics.jsonl")
+        v = verdict(evaluate_checklist(best_history, _planned_epochs(best), judging.targets))
+        v_seed = verdict(evaluate_checklist(best_history, _planned_epochs(best), SEED))
+        failed = "; failed: " + ", ".join(v["failed"]) if v["failed"] else ""
+        lines += [f"Best trial: `{best.trial_id}`, final score {format_score(_best_score(best), _best_score(best) > 1)} "
+                  f"({best.status}); config: `{exp_dir / 'best_config.yaml'}`.", "",
+                  f"Checklist: {v['passed']}/{v['total']} items pass with the targets in force{failed}; "
+                  f"{v_seed['passed']}/{v_seed['total']} with the seed's literal targets.", ""]
     lines += ["## Per epoch", "", "![curves](curves.png)", ""]
     if params:
         lines += ["## Parameters against score", "", "![params](params.png)", ""]
     if study is not None and len(study.directions) > 1:
-        front = plot_pareto(study, exp_dir / "pareto.png")
+        front = plot_pareto(study, exp_dir / "pareto.png", judging.targets)
         lines += ["## Pareto front (multi-objective: usage max, context rank max, val loss min)", "",
                   "![pareto](pareto.png)", "", "| study trial | Ray trial | usage | context rank | val loss |",
                   "|---|---|---|---|---|"]
@@ -223,17 +270,25 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
     else:
         lines += [f"Not computable: {why_not}."]
     lines += ["", f"## Top {min(top, len(scored))} trials", ""]
-    header = ["trial", "status", "epochs", "final score", "best score", *[f"`{p}`" for p in params], *SHORT.values()]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for t in scored[:top]:
         history = _read_jsonl(t.path / "run" / "metrics.jsonl")
-        planned = _planned_epochs(t)
-        checks = evaluate_checklist(history, planned)
-        marks = ["pass" if checks.get(k, {}).get("pass") else "FAIL" for k in SHORT]
+        checks = evaluate_checklist(history, _planned_epochs(t), judging.targets)
+        seed_checks = evaluate_checklist(history, _planned_epochs(t), SEED)
+        rows.append((t, checks, verdict(seed_checks)))
+    labels = next((list(c) for _, c, _ in rows if "ran" not in c), [])
+    label_of = {k: v["label"] for _, c, _ in rows for k, v in c.items()}
+    header = ["trial", "status", "epochs", "final score", "best score", *[f"`{p}`" for p in params],
+              *[label_of[k] for k in labels], "items passed (seed's literal targets)"]
+    lines += ["Each checklist column shows the verdict with the targets in force and the value that decided "
+              "it (@ the epoch); the last column counts the items passed with the seed's literal targets.", "",
+              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for t, checks, v_seed in rows:
+        marks = [format_item(checks[k]) if k in checks else "FAIL: no epochs" for k in labels]
         lines.append("| " + " | ".join([f"`{t.trial_id}`", t.status, str(t.last.get("epoch", 0)),
-                                         f"{_best_score(t):.4f}", f"{t.best('score', 'max'):.4f}",
+                                         format_score(_best_score(t)), format_score(t.best('score', judging.mode)),
                                          *[_fmt(t.params.get(p, "")) for p in params],
-                                         *marks]) + " |")
+                                         *marks, f"{v_seed['passed']}/{v_seed['total']}"]) + " |")
     verify = exp_dir / "verify.json"
     if verify.is_file():
         lines += ["", "## Verification (fresh seeds, full epochs)", "", *_verify_lines(json.loads(verify.read_text()))]

@@ -21,14 +21,16 @@ from pathlib import Path
 import optuna
 from ray import tune
 from ray.tune import Callback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.stopper import Stopper
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from model.config import ConfigError
-from model.io import atomic_write_text
+from model.io import atomic_write_json, atomic_write_text
 from search.export import export_best
 from search.optuna_search import PruningAwareOptunaSearch, SamplerFactory
 from search.space import DefineByRun, LoadedSpace
+from search.targets import JUDGING_FILE, Judging, collapsed
 from search.trainable import run_trial
 
 PARETO_METRICS = ["codebook/usage", "rank/context", "val/loss"]  # objective.multi_objective
@@ -58,21 +60,22 @@ def trial_dirname(trial) -> str:
 
 
 class CollapseStopper(Stopper):
-    """Ray Tune stopper: end a trial at once on a NaN/inf loss, or when codebook usage stays
-    below `floor` for `patience` epochs in a row (state is per trial, in the driver)."""
+    """Ray Tune stopper: end a trial at once on a NaN/inf loss, or when it meets the collapse
+    rule (search/targets.py: collapsed) (state is per trial, in the driver). A collapse search
+    (objective.goal: collapse) watches collapsing trials to the end: `usage_rule=False` keeps
+    only the NaN/inf part."""
 
-    def __init__(self, floor: float, patience: int):
-        self.floor, self.patience = floor, patience
-        self.low_epochs: dict[str, int] = {}
+    def __init__(self, floor: float, patience: int, usage_rule: bool = True):
+        self.floor, self.patience, self.usage_rule = floor, patience, usage_rule
+        self.usage: dict[str, list[float]] = {}
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         if result.get("trial/diverged") or not all(
                 math.isfinite(result.get(k, 0.0)) for k in ("train/loss", "val/loss")):
             return True
-        usage = result.get("codebook/usage", math.nan)
-        low = math.isfinite(usage) and usage < self.floor
-        self.low_epochs[trial_id] = self.low_epochs.get(trial_id, 0) + 1 if low else 0
-        return self.low_epochs[trial_id] >= self.patience
+        history = self.usage.setdefault(trial_id, [])
+        history.append(result.get("codebook/usage", math.nan))
+        return self.usage_rule and collapsed(history, self.floor, self.patience)
 
     def stop_all(self) -> bool:
         return False
@@ -82,16 +85,17 @@ class BestSoFar(Callback):
     """Re-export best_config.yaml / best_trial.json whenever a trial reports a new best, and
     trials.csv whenever a trial ends, so an interrupted search still has its best so far."""
 
-    def __init__(self, exp_dir: Path, floor: float, patience: int):
-        self.exp_dir, self.floor, self.patience = exp_dir, floor, patience
+    def __init__(self, exp_dir: Path, mode: str):
+        self.exp_dir, self.sign = exp_dir, 1 if mode == "max" else -1
         self.best = -math.inf
 
     def _export(self) -> None:
-        export_best(self.exp_dir, collapse_floor=self.floor, collapse_patience=self.patience)
+        export_best(self.exp_dir)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get("score", -math.inf) > self.best:
-            self.best = result["score"]
+        score = self.sign * result.get("score", -self.sign * math.inf)
+        if score > self.best:
+            self.best = score
             self._export()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -135,6 +139,9 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # num_to_keep=2 forces a state snapshot per checkpoint; that is intended, the warning is noise.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # One TensorBoard run per trial: the trainer's run/tb (search/trainable.py). Ray's TensorBoard
+    # logger would add a second copy of every trial; its JSON and CSV loggers are kept (below).
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     objective = space.objective
     ray = start_ray(opts)
     try:
@@ -148,18 +155,21 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
         else:
             exp_dir.mkdir(parents=True)
             shutil.copy2(loaded.path, exp_dir / "space.yaml")
+            atomic_write_json(exp_dir / JUDGING_FILE, Judging(
+                objective.goal, objective.resolved_targets(), objective.collapse_usage_floor,
+                objective.collapse_patience).as_dict())
             atomic_write_text(exp_dir / "command.txt", f"# as invoked\n{opts.command}\n# resume\n"
                               f"{opts.command} --resume\n")
             if objective.multi_objective:
                 sampler, metric, mode = SamplerFactory("nsga2", space.seed), PARETO_METRICS, PARETO_MODES
             else:
-                sampler, metric, mode = SamplerFactory(space.sampler, space.seed), "score", "max"
+                sampler, metric, mode = SamplerFactory(space.sampler, space.seed), "score", objective.mode
             searcher = PruningAwareOptunaSearch(
                 space=DefineByRun(space.params), metric=metric, mode=mode, sampler_factory=sampler,
                 storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'study.db'}"),
                 study_name=exp_dir.name)
             if opts.early_stopping:
-                scheduler = ASHAScheduler(time_attr="epoch", metric="score", mode="max", max_t=opts.max_epochs,
+                scheduler = ASHAScheduler(time_attr="epoch", metric="score", mode=objective.mode, max_t=opts.max_epochs,
                                           grace_period=min(space.budget.grace_period, opts.max_epochs),
                                           reduction_factor=space.budget.reduction_factor)
             else:
@@ -172,11 +182,12 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
                     trial_dirname_creator=trial_dirname),
                 run_config=tune.RunConfig(
                     name=exp_dir.name, storage_path=str(exp_dir.parent),
-                    stop=(CollapseStopper(objective.collapse_usage_floor, objective.collapse_patience)
+                    stop=(CollapseStopper(objective.collapse_usage_floor, objective.collapse_patience,
+                                          usage_rule=objective.goal == "health")
                           if opts.early_stopping else None),
                     failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    callbacks=[BestSoFar(exp_dir, objective.collapse_usage_floor, objective.collapse_patience)],
+                    callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), BestSoFar(exp_dir, objective.mode)],
                     progress_reporter=tune.CLIReporter(metric_columns=TABLE_COLUMNS, max_report_frequency=30),
                     verbose=1))
         grid = tuner.fit()
@@ -184,8 +195,7 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
         interrupted = grid.num_terminated + grid.num_errors < opts.num_samples
     finally:
         ray.shutdown()
-    best = export_best(exp_dir, collapse_floor=objective.collapse_usage_floor,
-                       collapse_patience=objective.collapse_patience)
+    best = export_best(exp_dir)
     if best is not None:
         from search.report import write_report
 

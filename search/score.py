@@ -11,19 +11,37 @@
 Each term is increasing in its metric and capped at its target, so a trial cannot buy rank
 with usage past the target; among healthy trials (every target met) the lower val loss wins.
 A collapsed trial misses at least one target, so it scores below every healthy one.
-Targets are the seed's checklist: usage 15%, context rank 10, target rank 20.
+The targets come from search/targets.py: the space's `objective.targets` picks the calibrated set
+(default) or the seed's literal one (usage 15%, context rank 10, target rank 20).
+
+With `objective.goal: collapse` the search looks for failure: ASHA and Optuna minimise the same
+score. A diverged trial (NaN/inf) is a different failure from the seed's collapse, so under that
+goal it scores DIVERGED_SCORE_COLLAPSE_GOAL, above every finite score, and never wins.
 """
 
 from __future__ import annotations
 
 import math
 
+from search.targets import SEED
+
 DIVERGED_SCORE = -1.0
+DIVERGED_SCORE_COLLAPSE_GOAL = 3.0  # > 2, the highest finite score
+
+
+def diverged_score(goal: str) -> float:
+    """The score of a diverged trial: the worst value for the goal (health: max, collapse: min)."""
+    return DIVERGED_SCORE_COLLAPSE_GOAL if goal == "collapse" else DIVERGED_SCORE
+
+
+def goal_mode(goal: str) -> str:
+    """'max' for goal health, 'min' for goal collapse: how ASHA, Optuna and the export rank scores."""
+    return "min" if goal == "collapse" else "max"
 
 
 def composite_score(usage: float, rank_context: float, rank_target: float, val_loss: float,
-                    usage_target: float = 0.15, context_rank_target: float = 10.0,
-                    target_rank_target: float = 20.0, usage_weight: float = 1.0,
+                    usage_target: float = SEED.usage, context_rank_target: float = SEED.context_rank,
+                    target_rank_target: float = SEED.target_rank, usage_weight: float = 1.0,
                     context_rank_weight: float = 1.0, target_rank_weight: float = 1.0) -> float:
     if not math.isfinite(val_loss):
         return DIVERGED_SCORE
@@ -38,9 +56,9 @@ def composite_score(usage: float, rank_context: float, rank_target: float, val_l
 
 def epoch_score(metrics: dict, objective) -> float:
     """composite_score of one epoch's trainer metrics with a space's `objective` targets and weights."""
-    o = objective
+    o, t = objective, objective.resolved_targets()
     return composite_score(metrics["codebook/usage"], metrics["rank/context"], metrics["rank/target"],
-                           metrics["val/loss"], usage_target=o.usage_target,
-                           context_rank_target=o.context_rank_target, target_rank_target=o.target_rank_target,
+                           metrics["val/loss"], usage_target=t.usage,
+                           context_rank_target=t.context_rank, target_rank_target=t.target_rank,
                            usage_weight=o.usage_weight, context_rank_weight=o.context_rank_weight,
                            target_rank_weight=o.target_rank_weight)

@@ -10,7 +10,7 @@ A space file::
       loss.temperature_min: {dist: loguniform, low: 0.03, high: 0.1}
       loss.temperature_max: {dist: loguniform, low: 0.1, high: 0.3, at_least: loss.temperature_min}
       training.num_threads: {dist: fixed, value: 1}
-    objective: {usage_target: 0.15, context_rank_target: 10, target_rank_target: 20, ...}
+    objective: {goal: health, targets: calibrated, collapse_usage_floor: 0.02, ...}
     budget: {num_samples: 24, max_epochs: 15, grace_period: 3, reduction_factor: 3}
     resources: {cpu: 1, gpu: 0}
     seed: 0
@@ -33,8 +33,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from model.config import (ConfigError, TrainConfig, config_from_dict, format_validation_error,
+from dataclasses import replace
+
+import difflib
+
+from model.config import (ConfigError, leaf_keys, TrainConfig, config_from_dict, format_validation_error,
                           read_yaml_mapping, set_dotted)
+
+from search.score import goal_mode
+from search.targets import COLLAPSE_PATIENCE, COLLAPSE_USAGE_FLOOR, Targets, by_name
 
 Scalar = bool | int | float | str | None
 
@@ -90,25 +97,57 @@ class Param(_Strict):
 
 
 class Objective(_Strict):
-    """Composite health score (search/score.py); targets are the seed's checklist."""
+    """Composite health score (search/score.py) with targets from search/targets.py."""
 
-    usage_target: float = Field(default=0.15, gt=0, le=1, description="Codebook usage that counts as healthy.")
-    context_rank_target: float = Field(default=10.0, gt=0, description="Effective rank of the context that counts as healthy.")
-    target_rank_target: float = Field(default=20.0, gt=0, description="Effective rank of the targets that counts as healthy.")
+    goal: Literal["health", "collapse"] = Field(
+        default="health",
+        description="health: maximise the score (find configs that train well). collapse: minimise it "
+        "(a failure-seeking search: TPE and ASHA chase the least healthy configs; diverged trials "
+        "never win).")
+    targets: Literal["calibrated", "seed"] = Field(
+        default="calibrated",
+        description="Which thresholds the score uses (search/targets.py): calibrated (measured against "
+        "the no-VQ diagnostic by `scripts/study.py calibrate`; the seed's when not calibrated) or seed "
+        "(the checklist's literal 15%, 10, 20). The values in force are frozen into the experiment's "
+        "targets.json when it starts.")
+    usage_target: float | None = Field(default=None, gt=0, le=1,
+                                       description="Override of the target set's codebook usage.")
+    context_rank_target: float | None = Field(default=None, gt=0,
+                                              description="Override of the target set's context rank.")
+    target_rank_target: float | None = Field(default=None, gt=0,
+                                             description="Override of the target set's target rank.")
     usage_weight: float = Field(default=1.0, ge=0, description="Weight of usage in the health average.")
     context_rank_weight: float = Field(default=1.0, ge=0, description="Weight of context rank in the health average.")
     target_rank_weight: float = Field(default=1.0, ge=0, description="Weight of target rank in the health average.")
-    collapse_usage_floor: float = Field(default=0.02, ge=0, le=1,
-                                        description="Collapse stopper: usage below this ...")
-    collapse_patience: int = Field(default=3, ge=1, description="... for this many epochs in a row ends the trial.")
+    collapse_usage_floor: float = Field(default=COLLAPSE_USAGE_FLOOR, ge=0, le=1,
+                                        description="Collapse stopper (goal health only; a collapse search "
+                                        "watches collapsing trials to the end): usage below this ...")
+    collapse_patience: int = Field(default=COLLAPSE_PATIENCE, ge=1, description="... for this many epochs in a row ends the trial.")
     multi_objective: bool = Field(
         default=False,
         description="true: Optuna's NSGA-II searches the Pareto front of (codebook usage max, context "
         "rank max, val loss min) at each trial's last epoch instead of one composite score; ASHA "
         "still stops trials by the score, and the report shows the front.")
 
+    def resolved_targets(self) -> Targets:
+        """The target set named by `targets`, with any explicit override applied."""
+        base = by_name(self.targets)
+        overrides = {"usage": self.usage_target, "context_rank": self.context_rank_target,
+                     "target_rank": self.target_rank_target}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if not overrides:
+            return base
+        return replace(base, **overrides, source=f"{base.source}, overridden in the space: "
+                       + ", ".join(f"{k}={v:g}" for k, v in overrides.items()))
+
+    @property
+    def mode(self) -> str:
+        return goal_mode(self.goal)
+
     @model_validator(mode="after")
     def _check(self) -> "Objective":
+        if self.goal == "collapse" and self.multi_objective:
+            raise ValueError("goal: collapse searches the single score; multi_objective must be false")
         if self.usage_weight + self.context_rank_weight + self.target_rank_weight <= 0:
             raise ValueError("at least one weight must be > 0")
         return self
@@ -192,6 +231,16 @@ def load_space(path: str | Path) -> LoadedSpace:
     except ConfigError as err:
         raise ConfigError(f"{path}: base/set: the base config is not valid:\n{err}") from None
 
+    known = leaf_keys()
+    for key in space.params:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            section = key.rsplit(".", 1)[0] + "." if "." in key else ""
+            same = [k for k in known if k.startswith(section)] if section else known
+            raise ConfigError(f"{path}: params.{key}: unknown training config key{hint} "
+                              f"(keys under {section or 'the top level'}: "
+                              f"{', '.join(k.removeprefix(section) for k in same) or 'none: unknown section'})")
     seen: list[str] = []
     for key, param in space.params.items():
         where = f"{path}: params.{key}"

@@ -1,4 +1,5 @@
-from search.checklist import evaluate_checklist
+from search.checklist import evaluate_checklist, format_item, verdict
+from search.targets import SEED, Targets
 
 
 def row(epoch, usage=0.2, ctx=12.0, tgt=25.0, val=5.0, gmean=3.0, gmax=10.0):
@@ -9,14 +10,27 @@ def row(epoch, usage=0.2, ctx=12.0, tgt=25.0, val=5.0, gmean=3.0, gmax=10.0):
 def test_healthy_history_passes_everything():
     items = evaluate_checklist([row(1, val=7.9), row(2, val=7.5)], planned_epochs=2)
     assert all(v["pass"] for v in items.values()), items
+    assert verdict(items) == {"passed": 8, "total": 8, "failed": []}
 
 
-def test_each_failure_is_caught():
+def test_each_failure_is_caught_with_its_value_and_epoch():
     items = evaluate_checklist([row(1, val=5.0), row(2, usage=0.1, val=11.0, gmax=200.0, ctx=1.4)], planned_epochs=3)
     failed = {k for k, v in items.items() if not v["pass"]}
-    assert failed == {"usage_above_15pct_throughout", "no_val_spike_over_2x", "grad_norm_max_below_150",
-                      "context_rank_above_10", "completed_all_epochs", "final_val_loss_below_8"}
-    assert items["no_val_spike_over_2x"]["value"] == 11.0 / 5.0
+    assert failed == {"usage_throughout", "no_val_spike", "grad_norm_max",
+                      "context_rank", "completed_all_epochs", "final_val_loss"}
+    assert items["no_val_spike"]["value"] == 11.0 / 5.0 and items["no_val_spike"]["epoch"] == 2
+    assert (items["usage_throughout"]["value"], items["usage_throughout"]["epoch"]) == (0.1, 2)
+    assert format_item(items["usage_throughout"]) == "FAIL: min 10.0% @2"
+    assert items["usage_throughout"]["label"] == "usage > 15% every epoch"
+
+
+def test_targets_change_the_bars_and_the_labels():
+    history = [row(1, ctx=12.0, tgt=18.0)]
+    seed = evaluate_checklist(history, 1, SEED)
+    assert not seed["target_rank"]["pass"] and seed["context_rank"]["pass"]
+    lower = evaluate_checklist(history, 1, Targets(0.15, 13.0, 15.0, "test"))
+    assert lower["target_rank"]["pass"] and not lower["context_rank"]["pass"]
+    assert lower["target_rank"]["label"] == "target rank > 15 at the end"
 
 
 def test_empty_history_fails():

@@ -43,3 +43,19 @@ def test_padding_before_real_tokens_is_rejected():
     mask[2] = torch.tensor([False, True, True, False, False, False, False, False])
     with pytest.raises(ValueError, match="real tokens must come before the padding"):
         encoder(features, colours, mask)
+
+
+def test_final_norm_off_leaves_the_token_scale_free():
+    import torch
+
+    from model.encoder import ObjectEncoder
+    from model.objects import NUM_FEATURES
+
+    torch.manual_seed(0)
+    features, colours = torch.randn(4, 5, NUM_FEATURES) * 10, torch.randint(0, 10, (4, 5))
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    normed = ObjectEncoder(16, 1, 2)(features, colours, mask)
+    free = ObjectEncoder(16, 1, 2, final_norm=False)(features, colours, mask)
+    # LayerNorm output: zero mean, unit variance per token (no affine change at init)
+    assert torch.allclose(normed.mean(-1), torch.zeros(4, 5), atol=1e-5)
+    assert not torch.allclose(free.mean(-1), torch.zeros(4, 5), atol=1e-3)

@@ -1,3 +1,4 @@
+import pytest
 import math
 
 import torch
@@ -49,3 +50,14 @@ def test_relation_matching_hand_value():
     # two off-diagonal entries each (0 - .707)^2 = 0.5, divided by B(B-1) = 2
     assert abs(relation_matching(s, t).item() - 0.5) < 1e-6
     assert relation_matching(t, t).item() < 1e-12
+
+
+def test_relation_matching_sum_is_b_times_b_minus_1_times_the_mean():
+    # same pair as above: the two off-diagonal entries sum to 0.5 + 0.5 = 1.0
+    s = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    t = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    assert abs(relation_matching(s, t, "sum").item() - 1.0) < 1e-6
+    a, b = torch.randn(64, 8, generator=torch.Generator().manual_seed(0)), torch.randn(64, 8)
+    assert torch.allclose(relation_matching(a, b, "sum"), 64 * 63 * relation_matching(a, b, "mean"))
+    with pytest.raises(ValueError):
+        relation_matching(a, b, "max")

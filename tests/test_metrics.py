@@ -45,3 +45,32 @@ def test_isotropy_separates_healthy_from_collapsed():
 def test_isotropy_is_scale_free():
     z = torch.randn(500, 8)
     assert abs(isotropy(z) - isotropy(1e-3 * z)) < 1e-9
+
+
+def test_mutual_information_and_nmi_hand_values():
+    import math
+
+    from model.metrics import mutual_information, normalized_mutual_information
+
+    same = torch.tensor([0, 0, 1, 1])
+    assert abs(mutual_information(same, same) - math.log(2)) < 1e-12
+    assert abs(normalized_mutual_information(same, same) - 1.0) < 1e-12
+    assert normalized_mutual_information(torch.tensor([0, 1, 0, 1]), same) < 1e-12  # independent
+    # x = [0,0,0,1], y = [0,0,1,1]: I = 1/2 ln(4/3) + 1/4 ln(2/3) + 1/4 ln 2 = 0.215762 nats,
+    # H(x) = 0.562335, H(y) = ln 2, NMI = 2 I / (H(x) + H(y)) = 0.343712
+    x, y = torch.tensor([0, 0, 0, 1]), same
+    assert abs(mutual_information(x, y) - 0.215762) < 1e-6
+    assert abs(normalized_mutual_information(x, y) - 0.343712) < 1e-6
+    # relabelling either side changes nothing; a constant labelling carries no information
+    assert abs(normalized_mutual_information(x + 7, 1 - y) - 0.343712) < 1e-6
+    assert normalized_mutual_information(torch.zeros(4, dtype=torch.long), y) == 0.0
+
+
+def test_shape_class_reads_the_thresholded_occupancy():
+    from model.objects import GRID_COLOUR, NUM_FEATURES, SHAPE_FEATURES, shape_class
+
+    f = torch.zeros(3, NUM_FEATURES)
+    f[0, SHAPE_FEATURES] = torch.tensor([1.0, 0.6] + [0.0] * 14)  # bits 0 and 1 -> 3
+    f[1, SHAPE_FEATURES] = 0.4  # nothing reaches 1/2 -> 0
+    labels = shape_class(f, torch.tensor([1, 2, GRID_COLOUR]))
+    assert labels.tolist() == [3, 0, 2 ** 16]

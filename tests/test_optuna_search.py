@@ -81,3 +81,16 @@ def test_restore_never_replays_the_sampler(tmp_path):
     restored.restore(str(tmp_path / "snapshot.pkl"))
     third = restored.suggest("t3")
     assert third != second  # the old sampler state would have drawn `second` again
+
+
+def test_the_study_names_its_objectives(tmp_path):
+    make(tmp_path).suggest("t1")
+    assert optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}").metric_names == ["score"]
+    params = {"x": Param(dist="uniform", low=0.0, high=1.0)}
+    multi = PruningAwareOptunaSearch(
+        space=DefineByRun(params), metric=["codebook/usage", "rank/context", "val/loss"], mode=["max", "max", "min"],
+        sampler_factory=SamplerFactory("nsga2", 0), study_name="m",
+        storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}"))
+    multi.suggest("t1")
+    study = optuna.load_study(study_name="m", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert study.metric_names == ["codebook/usage", "rank/context", "val/loss"]

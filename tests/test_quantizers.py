@@ -116,3 +116,14 @@ def test_rotation_trick_forward_is_the_code_and_gradient_differs_from_ste():
     (q * torch.arange(D)).sum().backward()
     ste_grad = torch.arange(D, dtype=torch.float).expand(5, D)  # STE passes the gradient unchanged
     assert not torch.allclose(z.grad, ste_grad)
+
+
+def test_uniform_init_is_the_reference_vqvae_range_and_reproducible():
+    from model.quantizers._codebook import initial_codebook
+
+    book = initial_codebook(K, D, "uniform", seed=3)
+    assert book.shape == (K, D) and book.abs().max() <= 1.0 / K
+    assert book.abs().max() > 0.5 / K  # fills the range, not a point
+    assert torch.equal(book, initial_codebook(K, D, "uniform", seed=3))
+    q = make("ema", init="uniform")
+    assert torch.equal(q.codebook, initial_codebook(K, D, "uniform", seed=0))

@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import yaml
 
 from model.train import METRIC_KEYS
 from tests.conftest import SMALL, run_script
@@ -33,9 +34,16 @@ def test_one_epoch_writes_every_key_then_resumes(results):
     timing = json.loads((run_dir / "timing.json").read_text())
     assert timing["called"] <= timing["data_ready"] <= timing["model_ready"] <= timing["first_step"]
 
-    # the same name again refuses without --resume ...
+    # the same command again runs under a fresh name (the search prints such a command) ...
     again = run_script("scripts/train.py", "configs/sixth_run.yaml", *SMALL, "--results", str(results))
-    assert again.returncode == 2 and "--resume" in again.stderr
+    assert again.returncode == 0, again.stderr
+    assert f"this run is {results / 'sixth_run-2'}" in again.stdout
+    assert yaml.safe_load((results / "sixth_run-2" / "config.yaml").read_text())["name"] == "sixth_run-2"
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1]  # the first run is untouched
+    # ... an explicit --name that exists is refused without --resume ...
+    named = run_script("scripts/train.py", "configs/sixth_run.yaml", *SMALL, "--name", "sixth_run",
+                       "--results", str(results))
+    assert named.returncode == 2 and "--resume" in named.stderr
     # ... and with --resume continues from the checkpoint to epoch 2
     resumed = run_script("scripts/train.py", str(run_dir / "config.yaml"), "--set", "training.epochs=2",
                          "--results", str(results), "--resume")

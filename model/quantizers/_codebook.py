@@ -20,6 +20,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def initial_codebook(num_codes: int, dim: int, init: str, seed: int) -> torch.Tensor:
+    """[K, D] starting codes. "random" (and "kmeans", overwritten on the first batch): N(0, 1)
+    entries, norm ~sqrt(D), the scale of LayerNorm'd tokens. "uniform": U(-1/K, 1/K) entries, the
+    reference VQ-VAE initialisation (van den Oord et al. 2017's released code and its common
+    PyTorch ports: `embedding.weight.data.uniform_(-1/K, 1/K)`), codes near the origin, far
+    smaller than the tokens, so the nearest code is the one with the largest z.e_i."""
+    generator = torch.Generator().manual_seed(seed)
+    if init == "uniform":
+        return (torch.rand(num_codes, dim, generator=generator) * 2 - 1) / num_codes
+    return torch.randn(num_codes, dim, generator=generator)
+
+
 def nearest_code(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """z [M, D], codebook [K, D] -> [M]: ||z||^2 - 2 z.e + ||e||^2, argmin over codes."""
     dist = z.pow(2).sum(1, keepdim=True) - 2 * z @ codebook.T + codebook.pow(2).sum(1)

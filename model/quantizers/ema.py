@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from model.quantizers import QuantizerOutput
-from model.quantizers._codebook import CodebookQuantizer, nearest_code
+from model.quantizers._codebook import CodebookQuantizer, initial_codebook, nearest_code
 
 
 class EMAQuantizer(CodebookQuantizer):
@@ -34,7 +34,7 @@ class EMAQuantizer(CodebookQuantizer):
                  cosine: bool = False, estimator: str = "ste", seed: int = 0):
         super().__init__(num_codes, dim, usage_threshold, init, cosine, estimator, seed)
         self.commitment_cost, self.decay, self.epsilon = commitment_cost, decay, epsilon
-        codebook = torch.randn(num_codes, dim, generator=torch.Generator().manual_seed(seed))
+        codebook = initial_codebook(num_codes, dim, init, seed)
         self.register_buffer("codebook", codebook)  # e   [K, D]
         self.register_buffer("cluster_size", torch.ones(num_codes))  # N [K]
         self.register_buffer("embed_sum", codebook.clone())  # m   [K, D]

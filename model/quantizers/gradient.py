@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.quantizers import QuantizerOutput
-from model.quantizers._codebook import CodebookQuantizer, nearest_code
+from model.quantizers._codebook import CodebookQuantizer, initial_codebook, nearest_code
 
 
 class GradientQuantizer(CodebookQuantizer):
@@ -25,7 +25,7 @@ class GradientQuantizer(CodebookQuantizer):
                  init: str = "random", cosine: bool = False, estimator: str = "ste", seed: int = 0):
         super().__init__(num_codes, dim, usage_threshold, init, cosine, estimator, seed)
         self.commitment_cost = commitment_cost
-        self.codebook = nn.Parameter(torch.randn(num_codes, dim, generator=torch.Generator().manual_seed(seed)))
+        self.codebook = nn.Parameter(initial_codebook(num_codes, dim, init, seed))
 
     def codebook_tensor(self) -> torch.Tensor:
         return self.codebook

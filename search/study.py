@@ -1,0 +1,331 @@
+"""The study behind docs/study.md: does the seed's collapse happen here, why, and do the
+search's targets measure anything? Each stage runs on its own (scripts/study.py STAGE), keeps its
+runs under results/study/ (git-ignored) and writes a summary (docs/study/<stage>.json) and its
+plots (docs/study/*.png); `doc` assembles docs/study.md from whatever summaries exist.
+
+    collapse   the failure-seeking search: scripts/search.py spaces/collapse.yaml (goal: collapse)
+    confirm    configs/sixth_run.yaml and configs/diagnostic_no_vq.yaml, 3 seeds x 30 epochs each:
+               does the sixth run show the seed's signature (search/targets.py: seed_signature),
+               and does the no-VQ diagnostic stay healthy?
+    calibrate  rank targets from the no-VQ runs of `confirm` (search/targets.py: calibrate_from)
+               -> search/calibrated_targets.yaml, which the spaces' `targets: calibrated` reads
+    rankcorr   16 configs sampled from spaces/vq_gentle.yaml, each trained with two seeds: the
+               Spearman rank correlation of their scores (calibrated and seed targets)
+    doc        docs/study.md from docs/study/*.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from model.io import atomic_write_json, atomic_write_text
+from search.runs import ROOT, TrainRun, train_subprocess
+from search.targets import (CALIBRATED_FILE, CALIBRATION_RATIO, SEED, SIGNATURE_BY_EPOCH, SIGNATURE_CONTEXT_RANK,
+                            SIGNATURE_USAGE, Targets, calibrate_from, calibrated, seed_signature)
+
+DOCS = ROOT / "docs" / "study"
+RUNS = ROOT / "results" / "study"
+CONFIRM_CONFIGS = ("sixth_run", "diagnostic_no_vq")
+CONFIRM_SEEDS = (0, 1, 2)
+CONFIRM_EPOCHS = SIGNATURE_BY_EPOCH
+COLLAPSE_SPACE, COLLAPSE_NAME = "spaces/collapse.yaml", "study-collapse"
+RANKCORR_SPACE, RANKCORR_CONFIGS, RANKCORR_SEEDS, RANKCORR_EPOCHS = "spaces/vq_gentle.yaml", 16, (0, 1), 12
+
+
+def command(stage: str, extra: list[str] = ()) -> str:
+    return shlex.join(["python", "scripts/study.py", stage, *extra])
+
+
+def _run_many(jobs: list[tuple[Path, str, Path, list[str]]], workers: int) -> list[TrainRun]:
+    """scripts/train.py for each (config, name, results, overrides), `workers` at a time."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda j: train_subprocess(*j), jobs))
+
+
+def _final(rows: list[dict], key: str) -> float:
+    return rows[-1][key] if rows and isinstance(rows[-1].get(key), (int, float)) else math.nan
+
+
+# --------------------------------------------------------------------------------------------
+# collapse: the failure-seeking search
+
+
+def stage_collapse(workers: int = 2) -> dict:
+    """Run (or resume) the failure search with the real search script, then summarise it."""
+    exp_dir = ROOT / "results" / COLLAPSE_NAME
+    cmd = [sys.executable, str(ROOT / "scripts" / "search.py"), COLLAPSE_SPACE, "--name", COLLAPSE_NAME,
+           "--max-concurrent", str(workers)]
+    if exp_dir.is_dir():
+        cmd.append("--resume")
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    return summarise_collapse(exp_dir)
+
+
+def summarise_collapse(exp_dir: Path) -> dict:
+    from search.export import _read_jsonl, read_trials
+    from search.report import param_importances, load_study, write_report
+
+    write_report(exp_dir)
+    DOCS.mkdir(parents=True, exist_ok=True)
+    for name in ("curves.png", "params.png", "importance.png"):
+        if (exp_dir / name).is_file():
+            shutil.copy2(exp_dir / name, DOCS / f"collapse_{name}")
+    space = yaml.safe_load((exp_dir / "space.yaml").read_text())
+    trials = []
+    for t in read_trials(exp_dir):
+        rows = _read_jsonl(t.path / "run" / "metrics.jsonl")
+        if not rows:
+            continue
+        trials.append({"trial_id": t.trial_id, "status": t.status, "epochs": rows[-1]["epoch"],
+                       "score": t.final("score"), "params": t.params,
+                       "final": {k: _final(rows, k) for k in ("codebook/usage", "rank/context", "rank/target",
+                                                                "val/loss", "grad/norm_mean", "codes/nmi_colour",
+                                                                "codes/nmi_chance")},
+                       "min_usage_after_5": min((r["codebook/usage"] for r in rows if r["epoch"] > 5), default=math.nan),
+                       "signature": seed_signature(rows)})
+    trials.sort(key=lambda t: t["score"] if math.isfinite(t["score"]) else math.inf)
+    importances, why_not = param_importances(load_study(exp_dir))
+    # where collapse happens: mean final score (and usage) by value of each categorical parameter,
+    # over the trials that ran the full budget (ASHA-stopped ones are scored at an early rung)
+    full = [t for t in trials if t["epochs"] >= space["budget"]["max_epochs"]]
+    by_choice = {}
+    for key, p in space["params"].items():
+        if p["dist"] != "categorical":
+            continue
+        by_choice[key] = {}
+        for choice in p["choices"]:
+            group = [t for t in full if t["params"].get(key) == choice]
+            by_choice[key][str(choice)] = {
+                "n": len(group),
+                "mean_score": _mean([t["score"] for t in group]),
+                "mean_usage": _mean([t["final"]["codebook/usage"] for t in group]),
+                "mean_context_rank": _mean([t["final"]["rank/context"] for t in group])}
+    summary = {"command": command("collapse"), "search_command": f"python scripts/search.py {COLLAPSE_SPACE} "
+               f"--name {COLLAPSE_NAME}", "space": COLLAPSE_SPACE, "budget": space["budget"],
+               "importances": importances, "importances_why_not": why_not, "trials": trials,
+               "full_budget_trials": len(full), "by_choice": by_choice,
+               "signature_reproduced": sum(t["signature"]["reproduced"] for t in trials)}
+    atomic_write_json(DOCS / "collapse.json", summary)
+    return summary
+
+
+def _mean(xs: list[float]) -> float:
+    xs = [x for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+# --------------------------------------------------------------------------------------------
+# confirm: the seed's two runs, 3 seeds each
+
+
+def stage_confirm(workers: int = 2, epochs: int = CONFIRM_EPOCHS, seeds: tuple[int, ...] = CONFIRM_SEEDS,
+                  configs: tuple[str, ...] = CONFIRM_CONFIGS) -> dict:
+    results = RUNS / "confirm"
+    jobs = [(ROOT / "configs" / f"{c}.yaml", f"{c}-seed{s}", results,
+             [f"seed={s}", f"training.epochs={epochs}", "training.num_threads=1"])
+            for c in configs for s in seeds]
+    runs = _run_many(jobs, workers)
+    summary = {"command": command("confirm"), "epochs": epochs, "seeds": list(seeds), "runs": []}
+    for (config, name, _, _), run in zip(jobs, runs):
+        if run.error:
+            print(f"{name} failed:\n{run.error}", file=sys.stderr)
+        summary["runs"].append(_run_summary(config.stem, name, run, epochs))
+    atomic_write_json(DOCS / "confirm.json", summary)
+    plot_runs(summary["runs"], DOCS / "confirm.png", f"configs/ over seeds {list(seeds)}, {epochs} epochs")
+    return summary
+
+
+def _run_summary(config: str, name: str, run: TrainRun, planned: int, targets: Targets | None = None) -> dict:
+    from search.checklist import evaluate_checklist, verdict
+
+    rows = run.rows
+    targets = targets or calibrated()
+    return {"config": config, "name": name, "status": run.status, "epochs": rows[-1]["epoch"] if rows else 0,
+            "signature": seed_signature(rows) if rows else {"reproduced": False},
+            "final": {k: _final(rows, k) for k in ("codebook/usage", "rank/context", "rank/target", "val/loss",
+                                                     "grad/norm_mean", "grad/norm_max", "loss/relational",
+                                                     "loss/infonce", "codes/nmi_colour", "codes/nmi_shape",
+                                                     "codes/nmi_chance")},
+            "min": {k: min((r[k] for r in rows if math.isfinite(r[k])), default=math.nan)
+                    for k in ("codebook/usage", "rank/context", "rank/target")},
+            "verdict": verdict(evaluate_checklist(rows, planned, targets)),
+            "verdict_seed_targets": verdict(evaluate_checklist(rows, planned, SEED)),
+            "history": [{k: r[k] for k in ("epoch", "codebook/usage", "rank/context", "rank/target", "val/loss")}
+                        for r in rows]}
+
+
+def plot_runs(runs: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("codebook/usage", "codebook usage"), ("rank/context", "context rank"),
+            ("rank/target", "target rank"), ("val/loss", "val loss")]
+    configs = sorted({r["config"] for r in runs})
+    colours = dict(zip(configs, ["tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange"]))
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.5), constrained_layout=True)
+    for ax, (key, label) in zip(axes, keys):
+        for r in runs:
+            xs = [h["epoch"] for h in r["history"] if math.isfinite(h[key])]
+            ys = [h[key] for h in r["history"] if math.isfinite(h[key])]
+            ax.plot(xs, ys, color=colours[r["config"]], lw=1.2, alpha=0.8)
+        ax.set_title(label)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    for c in configs:
+        axes[0].plot([], [], color=colours[c], label=c)
+    axes[0].axhline(SIGNATURE_USAGE, color="k", ls=":", lw=1, label=f"signature: usage < {SIGNATURE_USAGE:.0%}")
+    axes[1].axhline(SIGNATURE_CONTEXT_RANK, color="k", ls=":", lw=1, label=f"signature: rank < {SIGNATURE_CONTEXT_RANK:g}")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title)
+    DOCS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# calibrate: rank targets from the no-VQ diagnostic
+
+
+def stage_calibrate(workers: int = 2) -> dict:
+    """Read the no-VQ runs of `confirm` (training them if missing) and write the targets file."""
+    results = RUNS / "confirm"
+    runs = []
+    for s in CONFIRM_SEEDS:
+        metrics = results / f"diagnostic_no_vq-seed{s}" / "metrics.jsonl"
+        if not metrics.is_file():
+            stage_confirm(workers, configs=("diagnostic_no_vq",))
+        runs.append([json.loads(line) for line in metrics.read_text().splitlines()])
+    ctx = [r["rank/context"] for rows in runs for r in rows]
+    tgt = [r["rank/target"] for rows in runs for r in rows]
+    targets = calibrate_from(ctx, tgt)
+    rule = (f"{CALIBRATION_RATIO} x the lowest rank of configs/diagnostic_no_vq.yaml over "
+            f"{CONFIRM_EPOCHS} epochs and seeds {list(CONFIRM_SEEDS)}")
+    text = (f"# Written by `{command('calibrate')}` (search/study.py); read by search/targets.py.\n"
+            + yaml.safe_dump({"rule": rule, "targets": {"usage": targets.usage, "context_rank": targets.context_rank,
+                                                         "target_rank": targets.target_rank},
+                              "no_vq": {"context_rank_min": min(ctx), "context_rank_max": max(ctx),
+                                        "target_rank_min": min(tgt), "target_rank_max": max(tgt)},
+                              "seed_literal": {"usage": SEED.usage, "context_rank": SEED.context_rank,
+                                               "target_rank": SEED.target_rank}}, sort_keys=False))
+    atomic_write_text(CALIBRATED_FILE, text)
+    summary = {"command": command("calibrate"), "rule": rule, "file": str(CALIBRATED_FILE.relative_to(ROOT)),
+               "calibrated": targets.as_dict(), "seed": SEED.as_dict(),
+               "no_vq": {"context_rank": [min(ctx), max(ctx)], "target_rank": [min(tgt), max(tgt)]}}
+    atomic_write_json(DOCS / "calibrate.json", summary)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# rankcorr: does the score rank trials the same way under another seed?
+
+
+def sample_configs(space_path: str, n: int, sampler_seed: int) -> list[dict]:
+    """n parameter sets drawn from a space by Optuna's RandomSampler (the space's own define-by-run)."""
+    import optuna
+
+    from search.space import DefineByRun, load_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    loaded = load_space(ROOT / space_path)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=sampler_seed))
+    fn = DefineByRun(loaded.space.params)
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        constants = fn(trial)
+        out.append({**trial.params, **constants})
+        study.tell(trial, 0.0)
+    return out
+
+
+def stage_rankcorr(workers: int = 2, n: int = RANKCORR_CONFIGS, epochs: int = RANKCORR_EPOCHS,
+                   seeds: tuple[int, ...] = RANKCORR_SEEDS, space_path: str = RANKCORR_SPACE) -> dict:
+    from scipy.stats import spearmanr
+
+    from model.config import dump_config
+    from search.score import composite_score
+    from search.space import load_space
+
+    loaded = load_space(ROOT / space_path)
+    results = RUNS / "rankcorr"
+    (results / "configs").mkdir(parents=True, exist_ok=True)
+    params = sample_configs(space_path, n, sampler_seed=12345)
+    jobs = []
+    for i, p in enumerate(params):
+        cfg = loaded.trial_config(p, epochs=epochs, name=f"cfg{i:02d}", num_threads=1)
+        path = results / "configs" / f"cfg{i:02d}.yaml"
+        dump_config(cfg, path)
+        jobs += [(path, f"cfg{i:02d}-seed{s}", results, [f"seed={s}"]) for s in seeds]
+    runs = _run_many(jobs, workers)
+    by_name = {j[1]: r for j, r in zip(jobs, runs)}
+    table, scores = [], {"calibrated": {s: [] for s in seeds}, "seed": {s: [] for s in seeds}}
+    for i, p in enumerate(params):
+        row = {"config": f"cfg{i:02d}", "params": p, "runs": {}}
+        for s in seeds:
+            rows = by_name[f"cfg{i:02d}-seed{s}"].rows
+            last = rows[-1] if rows else {}
+            for name, t in (("calibrated", calibrated()), ("seed", SEED)):
+                value = (composite_score(last["codebook/usage"], last["rank/context"], last["rank/target"],
+                                         last["val/loss"], t.usage, t.context_rank, t.target_rank)
+                         if last else math.nan)
+                scores[name][s].append(value)
+                row["runs"].setdefault(str(s), {})[f"score_{name}"] = value
+            row["runs"][str(s)].update({k: last.get(k, math.nan) for k in
+                                        ("codebook/usage", "rank/context", "rank/target", "val/loss",
+                                         "codes/nmi_colour", "codes/nmi_chance")})
+        table.append(row)
+    a, b = seeds[:2]
+    corr = {}
+    for name in scores:
+        rho, p_value = spearmanr(scores[name][a], scores[name][b])
+        corr[name] = {"spearman": float(rho), "p_value": float(p_value)}
+    summary = {"command": command("rankcorr"), "space": space_path, "configs": n, "epochs": epochs,
+               "seeds": list(seeds), "targets": {"calibrated": calibrated().as_dict(), "seed": SEED.as_dict()},
+               "correlation": corr, "table": table}
+    atomic_write_json(DOCS / "rankcorr.json", summary)
+    _plot_rankcorr(scores, a, b, corr, DOCS / "rankcorr.png")
+    return summary
+
+
+def _plot_rankcorr(scores: dict, a: int, b: int, corr: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(scores), figsize=(4.5 * len(scores), 4), constrained_layout=True)
+    for ax, name in zip(axes, scores):
+        ax.scatter(scores[name][a], scores[name][b], s=22)
+        ax.set_xlabel(f"score, seed {a}")
+        ax.set_ylabel(f"score, seed {b}")
+        ax.set_title(f"{name} targets: Spearman {corr[name]['spearman']:.2f}")
+        ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+STAGES = {"collapse": stage_collapse, "confirm": stage_confirm, "calibrate": stage_calibrate,
+          "rankcorr": stage_rankcorr}
+
+
+def run_stage(stage: str, workers: int) -> None:
+    started = time.time()
+    if stage != "doc":
+        STAGES[stage](workers=workers)
+    from search.study_doc import write_study_doc
+
+    path = write_study_doc()
+    print(f"{stage}: done in {time.time() - started:.0f} s; wrote {path}")
