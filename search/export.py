@@ -5,7 +5,9 @@ each trial folder holds Ray's `params.json` and `result.json` (one line per repo
 trainer's `run/` (config.yaml, metrics.jsonl, status.json). Writes, each atomically:
 
     best_config.yaml   the best trial's complete training config: scripts/train.py runs it as is
-    best_trial.json    its params, metrics and the seed's checklist evaluated on its history
+    best_trial.json    its params, metrics, and the seed's checklist evaluated on its history with the
+                       experiment's targets (targets.json) and with the seed's literal ones, each
+                       with a verdict (items passed / total, and which failed)
     trials.csv         one row per trial: status, epochs, score, health metrics, params
 """
 
@@ -67,7 +69,7 @@ def require_experiment_folder(path: str | Path) -> Path:
     return exp_dir
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     rows = []
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -109,7 +111,7 @@ def read_trials(exp_dir: Path) -> list[TrialRecord]:
     trials = []
     for params_file in sorted(exp_dir.glob("*/params.json")):
         path = params_file.parent
-        results = _read_jsonl(path / "result.json")
+        results = read_jsonl(path / "result.json")
         trial_id = results[-1].get("trial_id", path.name) if results else path.name.removeprefix("trial_")
         trial = TrialRecord(trial_id, path, _read_json(params_file), results)
         trial.status = trial_status(trial, judging.collapse_floor, judging.collapse_patience)
@@ -154,7 +156,10 @@ def export_best(exp_dir: str | Path, metric: str = "score", mode: str | None = N
                       f"# best trial {best.trial_id} of {exp_dir} by {reduce} {metric} ({mode}); "
                       f"run it with: python scripts/train.py {exp_dir / 'best_config.yaml'}\n"
                       + yaml.safe_dump(config, sort_keys=False))
-    history = _read_jsonl(best.path / "run" / "metrics.jsonl")
+    history = read_jsonl(best.path / "run" / "metrics.jsonl")
+    planned = config["training"]["epochs"]
+    checklist = evaluate_checklist(history, planned, judging.targets)
+    seed_checklist = evaluate_checklist(history, planned, SEED)
     atomic_write_json(exp_dir / "best_trial.json", {
         "trial_id": best.trial_id,
         "metric": metric, "mode": mode, "reduce": reduce, "value": best.value(metric, mode, reduce),
@@ -163,11 +168,11 @@ def export_best(exp_dir: str | Path, metric: str = "score", mode: str | None = N
         "params": best.params,
         "final": {k: best.last.get(k) for k in SUMMARY_KEYS if k in best.last},
         "targets": judging.targets.as_dict(),
-        "verdict": verdict(checklist := evaluate_checklist(history, config["training"]["epochs"], judging.targets)),
+        "verdict": verdict(checklist),
         "checklist": checklist,
         "seed_targets": SEED.as_dict(),
-        "verdict_seed_targets": verdict(seed_list := evaluate_checklist(history, config["training"]["epochs"], SEED)),
-        "checklist_seed_targets": seed_list,
+        "verdict_seed_targets": verdict(seed_checklist),
+        "checklist_seed_targets": seed_checklist,
         "trial_dir": str(best.path),
     })
     return best

@@ -30,7 +30,7 @@ import yaml  # noqa: E402
 
 from model.io import atomic_write_text  # noqa: E402
 from search.checklist import evaluate_checklist, format_item, verdict  # noqa: E402
-from search.export import TrialRecord, _read_jsonl, read_trials  # noqa: E402
+from search.export import TrialRecord, read_jsonl, read_trials  # noqa: E402
 from search.targets import SEED, Targets, read_judging  # noqa: E402
 
 CURVES = [("score", "composite score"), ("codebook/usage", "codebook usage"), ("rank/context", "context rank"),
@@ -243,7 +243,7 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
               f"{t_.target_rank:g} ({t_.source}); the seed's literal ones: usage {SEED.usage:.0%}, context rank "
               f"{SEED.context_rank:g}, target rank {SEED.target_rank:g}.", ""]
     if best is not None:
-        best_history = _read_jsonl(best.path / "run" / "metrics.jsonl")
+        best_history = read_jsonl(best.path / "run" / "metrics.jsonl")
         v = verdict(evaluate_checklist(best_history, _planned_epochs(best), judging.targets))
         v_seed = verdict(evaluate_checklist(best_history, _planned_epochs(best), SEED))
         failed = "; failed: " + ", ".join(v["failed"]) if v["failed"] else ""
@@ -272,7 +272,7 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
     lines += ["", f"## Top {min(top, len(scored))} trials", ""]
     rows = []
     for t in scored[:top]:
-        history = _read_jsonl(t.path / "run" / "metrics.jsonl")
+        history = read_jsonl(t.path / "run" / "metrics.jsonl")
         checks = evaluate_checklist(history, _planned_epochs(t), judging.targets)
         seed_checks = evaluate_checklist(history, _planned_epochs(t), SEED)
         rows.append((t, checks, verdict(seed_checks)))

@@ -105,6 +105,20 @@ class BestSoFar(Callback):
         self._export()
 
 
+class ResultsReporter(tune.CLIReporter):
+    """Ray's classic trial table, with its "Result logdir: /tmp/ray/session_.../driver_artifacts"
+    line (the driver's scratch copy) replaced by where the results really are."""
+
+    def __init__(self, exp_dir: Path, **kwargs):
+        super().__init__(**kwargs)
+        self.exp_dir = exp_dir
+
+    def _progress_str(self, trials, done, *sys_info, **kwargs):
+        text = super()._progress_str(trials, done, *sys_info, **kwargs)
+        return "\n".join(f"Results: {self.exp_dir}" if line.startswith("Result logdir: ") else line
+                         for line in text.split("\n"))
+
+
 def start_ray(opts: SearchOptions):
     """Join a cluster (--address or RAY_ADDRESS) or start a local one with the dashboard."""
     import ray
@@ -188,7 +202,7 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
                     failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), BestSoFar(exp_dir, objective.mode)],
-                    progress_reporter=tune.CLIReporter(metric_columns=TABLE_COLUMNS, max_report_frequency=30),
+                    progress_reporter=ResultsReporter(exp_dir, metric_columns=TABLE_COLUMNS, max_report_frequency=30),
                     verbose=1))
         grid = tuner.fit()
         # Ctrl-C makes fit() return early: fewer trials ended than the budget

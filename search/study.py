@@ -35,7 +35,7 @@ from search.targets import (CALIBRATED_FILE, CALIBRATION_RATIO, SEED, SIGNATURE_
 
 DOCS = ROOT / "docs" / "study"
 RUNS = ROOT / "results" / "study"
-CONFIRM_CONFIGS = ("sixth_run", "diagnostic_no_vq")
+CONFIRM_CONFIGS = ("sixth_run", "diagnostic_no_vq", "closest_to_collapse")
 CONFIRM_SEEDS = (0, 1, 2)
 CONFIRM_EPOCHS = SIGNATURE_BY_EPOCH
 COLLAPSE_SPACE, COLLAPSE_NAME = "spaces/collapse.yaml", "study-collapse"
@@ -71,19 +71,19 @@ def stage_collapse(workers: int = 2) -> dict:
     return summarise_collapse(exp_dir)
 
 
-def summarise_collapse(exp_dir: Path) -> dict:
-    from search.export import _read_jsonl, read_trials
+def summarise_collapse(exp_dir: Path, docs: Path = DOCS) -> dict:
+    from search.export import read_jsonl, read_trials
     from search.report import param_importances, load_study, write_report
 
     write_report(exp_dir)
-    DOCS.mkdir(parents=True, exist_ok=True)
+    docs.mkdir(parents=True, exist_ok=True)
     for name in ("curves.png", "params.png", "importance.png"):
         if (exp_dir / name).is_file():
-            shutil.copy2(exp_dir / name, DOCS / f"collapse_{name}")
+            shutil.copy2(exp_dir / name, docs / f"collapse_{name}")
     space = yaml.safe_load((exp_dir / "space.yaml").read_text())
     trials = []
     for t in read_trials(exp_dir):
-        rows = _read_jsonl(t.path / "run" / "metrics.jsonl")
+        rows = read_jsonl(t.path / "run" / "metrics.jsonl")
         if not rows:
             continue
         trials.append({"trial_id": t.trial_id, "status": t.status, "epochs": rows[-1]["epoch"],
@@ -115,7 +115,7 @@ def summarise_collapse(exp_dir: Path) -> dict:
                "importances": importances, "importances_why_not": why_not, "trials": trials,
                "full_budget_trials": len(full), "by_choice": by_choice,
                "signature_reproduced": sum(t["signature"]["reproduced"] for t in trials)}
-    atomic_write_json(DOCS / "collapse.json", summary)
+    atomic_write_json(docs / "collapse.json", summary)
     return summary
 
 
@@ -129,19 +129,20 @@ def _mean(xs: list[float]) -> float:
 
 
 def stage_confirm(workers: int = 2, epochs: int = CONFIRM_EPOCHS, seeds: tuple[int, ...] = CONFIRM_SEEDS,
-                  configs: tuple[str, ...] = CONFIRM_CONFIGS) -> dict:
-    results = RUNS / "confirm"
+                  configs: tuple[str, ...] = CONFIRM_CONFIGS, overrides: tuple[str, ...] = (),
+                  docs: Path = DOCS, runs: Path = RUNS) -> dict:
+    results = runs / "confirm"
     jobs = [(ROOT / "configs" / f"{c}.yaml", f"{c}-seed{s}", results,
-             [f"seed={s}", f"training.epochs={epochs}", "training.num_threads=1"])
+             [f"seed={s}", f"training.epochs={epochs}", "training.num_threads=1", *overrides])
             for c in configs for s in seeds]
-    runs = _run_many(jobs, workers)
+    done = _run_many(jobs, workers)
     summary = {"command": command("confirm"), "epochs": epochs, "seeds": list(seeds), "runs": []}
-    for (config, name, _, _), run in zip(jobs, runs):
+    for (config, name, _, _), run in zip(jobs, done):
         if run.error:
             print(f"{name} failed:\n{run.error}", file=sys.stderr)
         summary["runs"].append(_run_summary(config.stem, name, run, epochs))
-    atomic_write_json(DOCS / "confirm.json", summary)
-    plot_runs(summary["runs"], DOCS / "confirm.png", f"configs/ over seeds {list(seeds)}, {epochs} epochs")
+    atomic_write_json(docs / "confirm.json", summary)
+    plot_runs(summary["runs"], docs / "confirm.png", f"configs/ over seeds {list(seeds)}, {epochs} epochs")
     return summary
 
 
@@ -190,7 +191,7 @@ def plot_runs(runs: list[dict], path: Path, title: str) -> None:
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
     fig.suptitle(title)
-    DOCS.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -199,20 +200,21 @@ def plot_runs(runs: list[dict], path: Path, title: str) -> None:
 # calibrate: rank targets from the no-VQ diagnostic
 
 
-def stage_calibrate(workers: int = 2) -> dict:
+def stage_calibrate(workers: int = 2, docs: Path = DOCS, runs: Path = RUNS, target_file: Path = CALIBRATED_FILE,
+                    seeds: tuple[int, ...] = CONFIRM_SEEDS) -> dict:
     """Read the no-VQ runs of `confirm` (training them if missing) and write the targets file."""
-    results = RUNS / "confirm"
-    runs = []
-    for s in CONFIRM_SEEDS:
+    results = runs / "confirm"
+    histories = []
+    for s in seeds:
         metrics = results / f"diagnostic_no_vq-seed{s}" / "metrics.jsonl"
         if not metrics.is_file():
-            stage_confirm(workers, configs=("diagnostic_no_vq",))
-        runs.append([json.loads(line) for line in metrics.read_text().splitlines()])
-    ctx = [r["rank/context"] for rows in runs for r in rows]
-    tgt = [r["rank/target"] for rows in runs for r in rows]
+            stage_confirm(workers, seeds=seeds, configs=("diagnostic_no_vq",), docs=docs, runs=runs)
+        histories.append([json.loads(line) for line in metrics.read_text().splitlines()])
+    ctx = [r["rank/context"] for rows in histories for r in rows]
+    tgt = [r["rank/target"] for rows in histories for r in rows]
     targets = calibrate_from(ctx, tgt)
     rule = (f"{CALIBRATION_RATIO} x the lowest rank of configs/diagnostic_no_vq.yaml over "
-            f"{CONFIRM_EPOCHS} epochs and seeds {list(CONFIRM_SEEDS)}")
+            f"{len(histories[0])} epochs and seeds {list(seeds)}")
     text = (f"# Written by `{command('calibrate')}` (search/study.py); read by search/targets.py.\n"
             + yaml.safe_dump({"rule": rule, "targets": {"usage": targets.usage, "context_rank": targets.context_rank,
                                                          "target_rank": targets.target_rank},
@@ -220,11 +222,12 @@ def stage_calibrate(workers: int = 2) -> dict:
                                         "target_rank_min": min(tgt), "target_rank_max": max(tgt)},
                               "seed_literal": {"usage": SEED.usage, "context_rank": SEED.context_rank,
                                                "target_rank": SEED.target_rank}}, sort_keys=False))
-    atomic_write_text(CALIBRATED_FILE, text)
-    summary = {"command": command("calibrate"), "rule": rule, "file": str(CALIBRATED_FILE.relative_to(ROOT)),
+    atomic_write_text(target_file, text)
+    shown = target_file.relative_to(ROOT) if target_file.is_relative_to(ROOT) else target_file
+    summary = {"command": command("calibrate"), "rule": rule, "file": str(shown),
                "calibrated": targets.as_dict(), "seed": SEED.as_dict(),
                "no_vq": {"context_rank": [min(ctx), max(ctx)], "target_rank": [min(tgt), max(tgt)]}}
-    atomic_write_json(DOCS / "calibrate.json", summary)
+    atomic_write_json(docs / "calibrate.json", summary)
     return summary
 
 
@@ -252,7 +255,8 @@ def sample_configs(space_path: str, n: int, sampler_seed: int) -> list[dict]:
 
 
 def stage_rankcorr(workers: int = 2, n: int = RANKCORR_CONFIGS, epochs: int = RANKCORR_EPOCHS,
-                   seeds: tuple[int, ...] = RANKCORR_SEEDS, space_path: str = RANKCORR_SPACE) -> dict:
+                   seeds: tuple[int, ...] = RANKCORR_SEEDS, space_path: str = RANKCORR_SPACE,
+                   overrides: tuple[str, ...] = (), docs: Path = DOCS, runs: Path = RUNS) -> dict:
     from scipy.stats import spearmanr
 
     from model.config import dump_config
@@ -260,7 +264,7 @@ def stage_rankcorr(workers: int = 2, n: int = RANKCORR_CONFIGS, epochs: int = RA
     from search.space import load_space
 
     loaded = load_space(ROOT / space_path)
-    results = RUNS / "rankcorr"
+    results = runs / "rankcorr"
     (results / "configs").mkdir(parents=True, exist_ok=True)
     params = sample_configs(space_path, n, sampler_seed=12345)
     jobs = []
@@ -268,9 +272,8 @@ def stage_rankcorr(workers: int = 2, n: int = RANKCORR_CONFIGS, epochs: int = RA
         cfg = loaded.trial_config(p, epochs=epochs, name=f"cfg{i:02d}", num_threads=1)
         path = results / "configs" / f"cfg{i:02d}.yaml"
         dump_config(cfg, path)
-        jobs += [(path, f"cfg{i:02d}-seed{s}", results, [f"seed={s}"]) for s in seeds]
-    runs = _run_many(jobs, workers)
-    by_name = {j[1]: r for j, r in zip(jobs, runs)}
+        jobs += [(path, f"cfg{i:02d}-seed{s}", results, [f"seed={s}", *overrides]) for s in seeds]
+    by_name = {j[1]: r for j, r in zip(jobs, _run_many(jobs, workers))}
     table, scores = [], {"calibrated": {s: [] for s in seeds}, "seed": {s: [] for s in seeds}}
     for i, p in enumerate(params):
         row = {"config": f"cfg{i:02d}", "params": p, "runs": {}}
@@ -295,8 +298,8 @@ def stage_rankcorr(workers: int = 2, n: int = RANKCORR_CONFIGS, epochs: int = RA
     summary = {"command": command("rankcorr"), "space": space_path, "configs": n, "epochs": epochs,
                "seeds": list(seeds), "targets": {"calibrated": calibrated().as_dict(), "seed": SEED.as_dict()},
                "correlation": corr, "table": table}
-    atomic_write_json(DOCS / "rankcorr.json", summary)
-    _plot_rankcorr(scores, a, b, corr, DOCS / "rankcorr.png")
+    atomic_write_json(docs / "rankcorr.json", summary)
+    _plot_rankcorr(scores, a, b, corr, docs / "rankcorr.png")
     return summary
 
 

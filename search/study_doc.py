@@ -13,14 +13,14 @@ from pathlib import Path
 
 from model.io import atomic_write_text
 from search.runs import ROOT
+from search.study import DOCS
 from search.targets import SIGNATURE_BY_EPOCH, SIGNATURE_CONTEXT_RANK, SIGNATURE_USAGE
 
-DOCS = ROOT / "docs" / "study"
 OUT = ROOT / "docs" / "study.md"
 
 
-def _load(name: str) -> dict | None:
-    path = DOCS / f"{name}.json"
+def _load(name: str, docs: Path = DOCS) -> dict | None:
+    path = docs / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -122,15 +122,20 @@ def section_confirm(s: dict | None) -> list[str]:
     if s is None:
         return lines + ["Not run yet: `python scripts/study.py confirm`.", ""]
     runs = s["runs"]
-    sixth = [r for r in runs if r["config"] == "sixth_run"]
-    no_vq = [r for r in runs if r["config"] == "diagnostic_no_vq"]
-    n_sig = sum(r["signature"].get("reproduced", False) for r in sixth)
-    n_sig_novq = sum(r["signature"].get("reproduced", False) for r in no_vq)
-    lines += [f"Command: `{s['command']}`: `configs/sixth_run.yaml` and `configs/diagnostic_no_vq.yaml`, seeds "
-              f"{s['seeds']}, {s['epochs']} epochs each.", ""]
-    verdict = "reproduces" if n_sig == len(sixth) and sixth else "does not reproduce"
-    lines += [f"**Answer.** The sixth run {verdict} the seed's signature: {n_sig}/{len(sixth)} seeds. The no-VQ "
-              f"diagnostic shows it in {n_sig_novq}/{len(no_vq)} seeds.", ""]
+    configs = list(dict.fromkeys(r["config"] for r in runs))
+    lines += [f"Command: `{s['command']}`: " + ", ".join(f"`configs/{c}.yaml`" for c in configs)
+              + f", seeds {s['seeds']}, {s['epochs']} epochs each.", ""]
+    answers = []
+    for c in configs:
+        mine = [r for r in runs if r["config"] == c]
+        n_sig = sum(r["signature"].get("reproduced", False) for r in mine)
+        early = sum(r["status"] == "early_stopped" for r in mine)
+        low_usage = [r["min"]["codebook/usage"] for r in mine]
+        low_ctx = [r["min"]["rank/context"] for r in mine]
+        answers.append(f"`{c}` shows the seed's signature in {n_sig}/{len(mine)} seeds "
+                       f"(lowest usage {_pct(min(low_usage))}, lowest context rank {_f(min(low_ctx))}; "
+                       f"stopped early by its val-loss patience in {early}/{len(mine)})")
+    lines += ["**Answer.** " + "; ".join(answers) + ".", ""]
     lines += _runs_table(runs) + ["", "![confirm](study/confirm.png)", ""]
     return lines
 
@@ -188,11 +193,12 @@ def section_codes() -> list[str]:
             "the excess over chance says the codes name colours. The tables above show them for each run.", ""]
 
 
-def write_study_doc() -> Path:
-    lines = (section_question() + section_collapse(_load("collapse")) + section_confirm(_load("confirm"))
-             + section_calibrate(_load("calibrate")) + section_rankcorr(_load("rankcorr")) + section_codes())
-    notes = ROOT / "docs" / "study_notes.md"
+def write_study_doc(docs: Path = DOCS, out: Path = OUT) -> Path:
+    lines = (section_question() + section_collapse(_load("collapse", docs)) + section_confirm(_load("confirm", docs))
+             + section_calibrate(_load("calibrate", docs)) + section_rankcorr(_load("rankcorr", docs))
+             + section_codes())
+    notes = docs / "notes.md"
     if notes.is_file():  # the interpretation, written by hand, no figures (they live in the tables)
         lines += [notes.read_text().rstrip(), ""]
-    atomic_write_text(OUT, "\n".join(lines))
-    return OUT
+    atomic_write_text(out, "\n".join(lines))
+    return out

@@ -30,7 +30,7 @@ from ray import tune
 from model.io import atomic_write_json
 
 from search.checklist import evaluate_checklist
-from search.export import _read_jsonl
+from search.export import read_jsonl
 from search.score import diverged_score, epoch_score
 from search.space import LoadedSpace
 
@@ -64,7 +64,7 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
     def report(metrics: dict, checkpoint_dir: Path, final: bool) -> None:
         score = epoch_score(metrics, objective)
         best["score"] = max(best["score"], score) if sign > 0 else min(best["score"], score)
-        history = _read_jsonl(run_dir / "metrics.jsonl")  # the whole run so far, a restored one too
+        history = read_jsonl(run_dir / "metrics.jsonl")  # the whole run so far, a restored one too
         epoch = metrics["epoch"]
         writer.add_scalar("score", score, epoch)
         writer.add_scalar("score/best", best["score"], epoch)

@@ -41,6 +41,7 @@ def test_smoke_search_writes_every_output(smoke):
     best_line = next(line for line in proc.stdout.splitlines() if line.startswith("best trial "))
     assert "(every target met)" in best_line or "(a target missed)" in best_line  # never a bare 1.0000
     assert any(line.startswith("checklist: ") and "items pass" in line for line in proc.stdout.splitlines())
+    assert "Result logdir: " not in proc.stdout and f"Results: {exp}" in proc.stdout  # not Ray's scratch copy
     for name in ("best_config.yaml", "best_trial.json", "trials.csv", "study.db", "tuner.pkl", "space.yaml",
                  "command.txt"):
         assert (exp / name).is_file(), name
@@ -241,3 +242,33 @@ def test_multi_objective_search_reports_the_pareto_front(tmp_path):
     assert "## Pareto front" in text and (exp / "pareto.png").stat().st_size > 10_000
     assert text.count("| `") >= len(study.best_trials)
     assert (exp / "best_config.yaml").is_file()  # the composite score still picks one config
+
+
+@pytest.fixture
+def cluster_with_dashboard(tmp_path):
+    port, dashboard = free_port(), free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    head = subprocess.run([RAY, "start", "--head", "--num-cpus=2", f"--port={port}", "--include-dashboard=true",
+                           "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"],
+                          capture_output=True, text=True, timeout=180, env=env)
+    try:
+        assert head.returncode == 0, head.stderr
+        yield f"http://127.0.0.1:{dashboard}", env
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+def test_search_as_a_submitted_job_shows_its_console_in_the_job_logs(cluster_with_dashboard, tmp_path):
+    """README: `ray job submit -- python scripts/search.py ...` puts the search's console in the
+    dashboard's job page (the driver logs of a job started by hand are not shown there)."""
+    address, env = cluster_with_dashboard
+    entry = [sys.executable, str(ROOT / "scripts" / "search.py"), str(ROOT / "spaces" / "smoke.yaml"),
+             "--storage", str(tmp_path), "--name", "job", "--max-epochs", "1"]
+    proc = subprocess.run([RAY, "job", "submit", "--address", address, "--submission-id", "smoke-job", "--", *entry],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    logs = subprocess.run([RAY, "job", "logs", "--address", address, "smoke-job"], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert logs.returncode == 0, logs.stderr
+    assert "best trial " in logs.stdout and "checklist: " in logs.stdout  # what the job page shows
+    assert (tmp_path / "job" / "best_config.yaml").is_file()

@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Wall time of the README's test command on this machine.
+
+    python bench/test_suite_time.py [--out FILE]
+
+Runs `python -m pytest -q` (the README's test command) in a subprocess and reports its wall time
+and the closing counts pytest printed. Prints a Markdown section; --out writes it to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[0] = str(ROOT)
+
+from bench.common import commit, emit, shown_command  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="write the Markdown section to this file")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    closing = next((line.strip("= ") for line in reversed(proc.stdout.splitlines()) if line.strip()), "")
+    if proc.returncode != 0:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+        return 1
+    text = "\n".join([
+        "## Test suite wall time", "",
+        f"`{shown_command('test_suite_time.py', argv)}` at commit {commit()} on {platform.node()} "
+        f"({os.cpu_count()} CPUs): the README's test command, `python -m pytest -q`.", "",
+        "| wall time | pytest's closing line |", "|---|---|",
+        f"| {wall / 60:.1f} min | {closing} |", ""])
+    emit(text, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
