@@ -48,6 +48,7 @@ METRIC_KEYS = (
 )
 
 EpochCallback = Callable[[dict, Path, bool], None]  # (metrics, checkpoint dir, last epoch?)
+ExtraScalars = Callable[[dict], dict[str, float]]  # epoch metrics -> more scalars for TensorBoard
 
 
 @dataclass
@@ -145,11 +146,15 @@ def _format_line(m: dict, epochs: int) -> str:
 
 
 def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None,
-          log: Callable[[str], None] = print, checkpoint_dir: Path | None = None) -> RunResult:
+          log: Callable[[str], None] = print, checkpoint_dir: Path | None = None,
+          extra_scalars: ExtraScalars | None = None, hparams: dict | None = None) -> RunResult:
     """Train (or resume) one run. on_epoch(metrics, checkpoint_dir, final) runs after each epoch's
-    checkpoint; final is True on the run's last epoch (max epochs or early stop).
+    checkpoint and logs; final is True on the run's last epoch (max epochs or early stop).
     checkpoint_dir defaults to run_dir/checkpoint (the Ray adapter keeps it out of the synced
-    trial folder, since Ray stores the reported checkpoints itself)."""
+    trial folder, since Ray stores the reported checkpoints itself).
+    TensorBoard has one writer, so one run: extra_scalars(metrics) adds scalars of the caller's
+    (the search's score) beside each epoch's metrics, and `hparams` (name -> value) are declared
+    once, at a fresh start, for TensorBoard's HParams view with HPARAM_METRICS as its metrics."""
     timing = {"called": time.time()}
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -195,6 +200,8 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
     from torch.utils.tensorboard import SummaryWriter  # lazy: ~1 s import
 
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["epoch"] + 1)
+    if hparams is not None and state["epoch"] == 0:  # before any scalar: step 0 never goes backwards
+        _declare_hparams(writer, hparams)
     steps_per_epoch = max(1, cfg.data.augment_copies * sum(len(p) for p in data.train_tasks) // t.batch_size)
     total_steps = t.epochs * steps_per_epoch
     m0, m1 = cfg.model.ema_momentum_start, cfg.model.ema_momentum_end
@@ -288,7 +295,8 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
                 atomic_write_json(run_dir / "timing.json", timing)
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
-            for key, value in metrics.items():
+            extra = extra_scalars(metrics) if extra_scalars is not None else {}
+            for key, value in {**metrics, **extra}.items():
                 if key != "epoch" and math.isfinite(value):
                     writer.add_scalar(key, value, epoch)
             writer.flush()
@@ -304,6 +312,19 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
     atomic_write_json(run_dir / "status.json", {"status": status, "epochs": state["epoch"],
                                                 "best_val_loss": state["best_val"]})
     return RunResult(status, state["epoch"], history)
+
+
+HPARAM_METRICS = ("score", "codebook/usage", "rank/context", "rank/target", "val/loss", "codes/nmi_colour")
+
+
+def _declare_hparams(writer, hparams: dict) -> None:
+    """The run's parameters in TensorBoard's HParams view; its metrics are this run's scalars."""
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    shown = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
+    experiment, session_start, _ = hparams_summary(shown, {m: math.nan for m in HPARAM_METRICS})
+    for summary in (experiment, session_start):
+        writer.file_writer.add_summary(summary)
 
 
 def _save_checkpoint(directory: Path, model: JEPA, optimizer, generators: dict, state: dict) -> None:

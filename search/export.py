@@ -91,14 +91,14 @@ def trial_status(trial: TrialRecord, collapse_floor: float, collapse_patience: i
     if last.get("trial/diverged"):
         return "diverged"
     if last.get("trial/finished"):
-        status = _read_json(trial.path / "run" / "status.json").get("status")
+        status = read_json(trial.path / "run" / "status.json").get("status")
         return status or "completed"
     if collapsed([r.get("codebook/usage", math.nan) for r in trial.results], collapse_floor, collapse_patience):
         return "collapsed"
     return "stopped"  # by ASHA (or still running, when read during a search)
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -113,7 +113,7 @@ def read_trials(exp_dir: Path) -> list[TrialRecord]:
         path = params_file.parent
         results = read_jsonl(path / "result.json")
         trial_id = results[-1].get("trial_id", path.name) if results else path.name.removeprefix("trial_")
-        trial = TrialRecord(trial_id, path, _read_json(params_file), results)
+        trial = TrialRecord(trial_id, path, read_json(params_file), results)
         trial.status = trial_status(trial, judging.collapse_floor, judging.collapse_patience)
         trials.append(trial)
     return trials

@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from model.io import atomic_write_json, atomic_write_text
+from search.export import read_json, read_jsonl
 from search.runs import ROOT, TrainRun, train_subprocess
 from search.targets import (CALIBRATED_FILE, CALIBRATION_RATIO, SEED, SIGNATURE_BY_EPOCH, SIGNATURE_CONTEXT_RANK,
                             SIGNATURE_USAGE, Targets, calibrate_from, calibrated, seed_signature)
@@ -72,7 +73,7 @@ def stage_collapse(workers: int = 2) -> dict:
 
 
 def summarise_collapse(exp_dir: Path, docs: Path = DOCS) -> dict:
-    from search.export import read_jsonl, read_trials
+    from search.export import read_trials
     from search.report import param_importances, load_study, write_report
 
     write_report(exp_dir)
@@ -92,6 +93,7 @@ def summarise_collapse(exp_dir: Path, docs: Path = DOCS) -> dict:
                                                                 "val/loss", "grad/norm_mean", "codes/nmi_colour",
                                                                 "codes/nmi_chance")},
                        "min_usage_after_5": min((r["codebook/usage"] for r in rows if r["epoch"] > 5), default=math.nan),
+                       "first_refresh_epoch": first_refresh(rows),
                        "signature": seed_signature(rows)})
     trials.sort(key=lambda t: t["score"] if math.isfinite(t["score"]) else math.inf)
     importances, why_not = param_importances(load_study(exp_dir))
@@ -119,6 +121,11 @@ def summarise_collapse(exp_dir: Path, docs: Path = DOCS) -> dict:
     return summary
 
 
+def first_refresh(rows: list[dict]) -> int | None:
+    """The first epoch in which the dead-code refresh revived any code (None: never)."""
+    return next((r["epoch"] for r in rows if r.get("codebook/refreshed", 0) > 0), None)
+
+
 def _mean(xs: list[float]) -> float:
     xs = [x for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
     return sum(xs) / len(xs) if xs else math.nan
@@ -131,16 +138,27 @@ def _mean(xs: list[float]) -> float:
 def stage_confirm(workers: int = 2, epochs: int = CONFIRM_EPOCHS, seeds: tuple[int, ...] = CONFIRM_SEEDS,
                   configs: tuple[str, ...] = CONFIRM_CONFIGS, overrides: tuple[str, ...] = (),
                   docs: Path = DOCS, runs: Path = RUNS) -> dict:
+    """Train each config with each seed (fresh runs), then summarise them."""
     results = runs / "confirm"
     jobs = [(ROOT / "configs" / f"{c}.yaml", f"{c}-seed{s}", results,
              [f"seed={s}", f"training.epochs={epochs}", "training.num_threads=1", *overrides])
             for c in configs for s in seeds]
-    done = _run_many(jobs, workers)
-    summary = {"command": command("confirm"), "epochs": epochs, "seeds": list(seeds), "runs": []}
-    for (config, name, _, _), run in zip(jobs, done):
+    for run in _run_many(jobs, workers):
         if run.error:
-            print(f"{name} failed:\n{run.error}", file=sys.stderr)
-        summary["runs"].append(_run_summary(config.stem, name, run, epochs))
+            print(f"{run.name} failed:\n{run.error}", file=sys.stderr)
+    return summarise_confirm(epochs, seeds, configs, docs, runs)
+
+
+def summarise_confirm(epochs: int = CONFIRM_EPOCHS, seeds: tuple[int, ...] = CONFIRM_SEEDS,
+                      configs: tuple[str, ...] = CONFIRM_CONFIGS, docs: Path = DOCS, runs: Path = RUNS) -> dict:
+    """docs/study/confirm.json and confirm.png from the run folders under runs/confirm/."""
+    summary = {"command": command("confirm"), "epochs": epochs, "seeds": list(seeds), "runs": []}
+    for c in configs:
+        for s in seeds:
+            run_dir = runs / "confirm" / f"{c}-seed{s}"
+            status = read_json(run_dir / "status.json").get("status", "missing")
+            run = TrainRun(run_dir.name, rows=read_jsonl(run_dir / "metrics.jsonl"), status=status)
+            summary["runs"].append(_run_summary(c, run.name, run, epochs))
     atomic_write_json(docs / "confirm.json", summary)
     plot_runs(summary["runs"], docs / "confirm.png", f"configs/ over seeds {list(seeds)}, {epochs} epochs")
     return summary
@@ -152,6 +170,7 @@ def _run_summary(config: str, name: str, run: TrainRun, planned: int, targets: T
     rows = run.rows
     targets = targets or calibrated()
     return {"config": config, "name": name, "status": run.status, "epochs": rows[-1]["epoch"] if rows else 0,
+            "first_refresh_epoch": first_refresh(rows),
             "signature": seed_signature(rows) if rows else {"reproduced": False},
             "final": {k: _final(rows, k) for k in ("codebook/usage", "rank/context", "rank/target", "val/loss",
                                                      "grad/norm_mean", "grad/norm_max", "loss/relational",

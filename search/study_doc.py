@@ -67,12 +67,15 @@ def section_collapse(s: dict | None) -> list[str]:
     lowest = trials[0] if trials else None
     if lowest is not None:
         f = lowest["final"]
+        five = trials[:5]
+        unrefreshed = sum(t.get("first_refresh_epoch") is None for t in five)
         lines += [f"**Answer.** {n_sig} of {len(trials)} trials show the seed's signature. The least healthy trial "
                   f"(`{lowest['trial_id']}`, {lowest['status']}, {lowest['epochs']} epochs) ends with usage "
                   f"{_pct(f['codebook/usage'])}, context rank {_f(f['rank/context'])}, target rank "
-                  f"{_f(f['rank/target'])} (its lowest usage within {SIGNATURE_BY_EPOCH} epochs: "
+                  f"{_f(f['rank/target'])} (its lowest usage over its epochs: "
                   f"{_pct(lowest['signature']['min_usage'])}; lowest context rank "
-                  f"{_f(lowest['signature']['min_context_rank'])}).", ""]
+                  f"{_f(lowest['signature']['min_context_rank'])}). {unrefreshed} of the {len(five)} least healthy "
+                  "trials had no dead-code refresh within their budget.", ""]
     if s["importances"]:
         lines += ["Parameter importance for the final score (Optuna PED-ANOVA over the completed trials):", "",
                   "| parameter | importance |", "|---|---|"]
@@ -88,11 +91,13 @@ def section_collapse(s: dict | None) -> list[str]:
             lines.append(f"| `{key}` | {value} | {g['n']} | {_f(g['mean_score'])} | {_pct(g['mean_usage'])} | "
                          f"{_f(g['mean_context_rank'])} |")
     lines += ["", "The five least healthy trials:", "",
-              "| trial | status | epochs | final score | usage | min usage after epoch 5 | context rank | "
-              "target rank | grad norm mean | params |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| trial | status | epochs | first refresh (epoch) | final score | usage | min usage after epoch 5 | "
+              "context rank | target rank | grad norm mean | params |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in trials[:5]:
         f = t["final"]
-        lines.append(f"| `{t['trial_id']}` | {t['status']} | {t['epochs']} | {_f(t['score'], '{:.5f}')} | "
+        refresh = t.get("first_refresh_epoch")
+        lines.append(f"| `{t['trial_id']}` | {t['status']} | {t['epochs']} | {'none' if refresh is None else refresh} | "
+                     f"{_f(t['score'], '{:.5f}')} | "
                      f"{_pct(f['codebook/usage'])} | {_pct(t['min_usage_after_5'])} | {_f(f['rank/context'])} | "
                      f"{_f(f['rank/target'])} | {_f(f['grad/norm_mean'])} | {_params(t['params'])} |")
     lines += ["", "![curves](study/collapse_curves.png)", "", "![params](study/collapse_params.png)", ""]
@@ -100,14 +105,14 @@ def section_collapse(s: dict | None) -> list[str]:
 
 
 def _runs_table(runs: list[dict]) -> list[str]:
-    lines = ["| run | status | epochs | signature (epoch) | min usage | min context rank | final usage | "
+    lines = ["| run | status | epochs | first refresh (epoch) | signature (epoch) | min usage | min context rank | final usage | "
              "final context rank | final target rank | final val loss | grad norm mean | relational loss | "
              "NMI code-colour (chance) | NMI code-shape | checklist (calibrated / seed targets) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         f, m, sig = r["final"], r["min"], r["signature"]
         lines.append(
-            f"| `{r['name']}` | {r['status']} | {r['epochs']} | "
+            f"| `{r['name']}` | {r['status']} | {r['epochs']} | {r.get('first_refresh_epoch') or 'none'} | "
             f"{'yes (' + str(sig['epoch']) + ')' if sig.get('reproduced') else 'no'} | {_pct(m['codebook/usage'])} | "
             f"{_f(m['rank/context'])} | {_pct(f['codebook/usage'])} | {_f(f['rank/context'])} | {_f(f['rank/target'])} | "
             f"{_f(f['val/loss'])} | {_f(f['grad/norm_mean'])} | {_f(f['loss/relational'])} | "

@@ -6,11 +6,11 @@ This is the only place a trial touches dicts. Each report carries every trainer 
 ends without it was stopped by ASHA or the collapse stopper) and a checkpoint, so ASHA can
 pause a trial and Ray can resume it.
 
-TensorBoard: one run per trial, the trainer's `run/tb`. Beside the trainer's scalars this adapter
-writes `score`, `score/best` and the checklist's deciding values (`checklist/<item>`, and
-`checklist/passed`) each epoch, before the report (a stopped trial ends inside it), and the trial's
-parameters as TensorBoard HParams, so trials can be compared by parameter. Ray's own TensorBoard
-logger is off (search/runner.py), so no second copy of each trial appears.
+TensorBoard: one run per trial, the trainer's `run/tb`, written by the trainer's one writer (two
+writers on one run make TensorBoard purge steps it sees go backwards). This adapter hands it
+`score`, `score/best` and the checklist's deciding values (`checklist/<item>`, `checklist/passed`)
+for each epoch, and the trial's parameters as TensorBoard HParams, so trials can be compared by
+parameter. Ray's own TensorBoard logger is off (search/runner.py): no second copy of each trial.
 """
 
 from __future__ import annotations
@@ -59,30 +59,29 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
     targets = objective.resolved_targets()
     sign = 1 if objective.mode == "max" else -1
     best = {"score": -sign * math.inf}
-    writer = _tensorboard_with_hparams(run_dir / "tb", config)
 
-    def report(metrics: dict, checkpoint_dir: Path, final: bool) -> None:
+    def scalars(metrics: dict) -> dict[str, float]:
+        """score, score/best and the checklist's deciding values, for the trainer's TensorBoard run."""
         score = epoch_score(metrics, objective)
         best["score"] = max(best["score"], score) if sign > 0 else min(best["score"], score)
         history = read_jsonl(run_dir / "metrics.jsonl")  # the whole run so far, a restored one too
-        epoch = metrics["epoch"]
-        writer.add_scalar("score", score, epoch)
-        writer.add_scalar("score/best", best["score"], epoch)
         items = evaluate_checklist(history, epochs, targets)
-        for key, item in items.items():
-            if isinstance(item["value"], (int, float)) and math.isfinite(item["value"]):
-                writer.add_scalar(f"checklist/{key}", item["value"], epoch)
-        writer.add_scalar("checklist/passed", sum(i["pass"] for i in items.values()), epoch)
-        writer.flush()
+        values = {f"checklist/{k}": float(i["value"]) for k, i in items.items()
+                  if isinstance(i["value"], (int, float))}
+        return {"score": score, "score/best": best["score"], **values,
+                "checklist/passed": float(sum(i["pass"] for i in items.values()))}
+
+    def report(metrics: dict, checkpoint_dir: Path, final: bool) -> None:
+        score = epoch_score(metrics, objective)
         atomic_write_json(run_dir / "placement.json", {**placement, "end": time.time()})  # latest report
         tune.report({**metrics, "score": score, "score/best": best["score"], "trial/finished": float(final),
                      "trial/diverged": 0.0},
                     checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     try:
-        result = train(cfg, run_dir, on_epoch=report, checkpoint_dir=checkpoint_dir)
+        result = train(cfg, run_dir, on_epoch=report, checkpoint_dir=checkpoint_dir, extra_scalars=scalars,
+                       hparams=config)
     finally:
-        writer.close()
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     if result.status == "diverged":  # one last report so the search records it and moves on
         epoch = result.epochs + 1
@@ -91,19 +90,3 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
                      "trial/finished": 1.0, "trial/diverged": 1.0, "val/loss": math.nan,
                      "train/loss": math.nan})
 
-
-HPARAM_METRICS = ("score", "codebook/usage", "rank/context", "rank/target", "val/loss", "codes/nmi_colour")
-
-
-def _tensorboard_with_hparams(tb_dir: Path, params: dict):
-    """A SummaryWriter on the trainer's TensorBoard folder (the same run), with the trial's
-    parameters declared as HParams whose metrics are that run's own scalars."""
-    from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams
-
-    writer = SummaryWriter(str(tb_dir))
-    shown = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
-    exp, start, _ = hparams(shown, {m: math.nan for m in HPARAM_METRICS})
-    for summary in (exp, start):
-        writer.file_writer.add_summary(summary)
-    return writer

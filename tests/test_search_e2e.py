@@ -55,11 +55,12 @@ def test_smoke_search_writes_every_output(smoke):
     for t in trials:
         assert not any(t["path"].glob("events.out.tfevents*")), "Ray's TensorBoard logger is off"
         run = str((t["path"] / "run" / "tb").relative_to(exp))
-        scalars = set(tb.Tags()[run]["scalars"])
+        scalars = set(tb.Runs()[run]["scalars"])
         assert {"score", "score/best", "codebook/usage", "rank/context", "checklist/passed",
                 "checklist/usage_throughout"} <= scalars
         scores = [e.value for e in tb.Scalars(run, "score")]
         assert scores == pytest.approx([r["score"] for r in t["results"]], abs=1e-6)
+        assert [e.step for e in tb.Scalars(run, "codebook/usage")] == [r["epoch"] for r in t["results"]]  # none purged
         assert run in tb.PluginRunToTagToContent("hparams"), "the trial's parameters in the HParams view"
         for r in t["results"]:
             for key in ("score", "score/best", "codebook/usage", "rank/context", "rank/target", "val/loss"):
