@@ -32,6 +32,11 @@ def _pct(x) -> str:
     return _f(x, "{:.1%}")
 
 
+def not_run(stage: str) -> list[str]:
+    """What a section says before its stage has a summary."""
+    return [f"Not run yet: `python scripts/study.py {stage}`.", ""]
+
+
 def _params(p: dict) -> str:
     return ", ".join(f"{k.split('.')[-1]}={_f(v, '{:.3g}') if isinstance(v, float) else v}" for k, v in p.items())
 
@@ -55,7 +60,7 @@ def section_question() -> list[str]:
 def section_collapse(s: dict | None) -> list[str]:
     lines = ["## 1. The failure-seeking search", ""]
     if s is None:
-        return lines + ["Not run yet: `python scripts/study.py collapse`.", ""]
+        return lines + not_run("collapse")
     b = s["budget"]
     trials = s["trials"]
     lines += [f"Command: `{s['command']}` (runs `{s['search_command']}`). `{s['space']}` searches the candidate "
@@ -125,7 +130,7 @@ def _runs_table(runs: list[dict]) -> list[str]:
 def section_confirm(s: dict | None) -> list[str]:
     lines = ["## 2. The seed's runs over three seeds", ""]
     if s is None:
-        return lines + ["Not run yet: `python scripts/study.py confirm`.", ""]
+        return lines + not_run("confirm")
     runs = s["runs"]
     configs = list(dict.fromkeys(r["config"] for r in runs))
     lines += [f"Command: `{s['command']}`: " + ", ".join(f"`configs/{c}.yaml`" for c in configs)
@@ -148,7 +153,7 @@ def section_confirm(s: dict | None) -> list[str]:
 def section_calibrate(s: dict | None) -> list[str]:
     lines = ["## 3. Targets that measure something at our scale", ""]
     if s is None:
-        return lines + ["Not run yet: `python scripts/study.py calibrate`.", ""]
+        return lines + not_run("calibrate")
     c, seed, nv = s["calibrated"], s["seed"], s["no_vq"]
     lines += [f"Command: `{s['command']}`; rule: {s['rule']}; written to `{s['file']}`, which every space with "
               "`objective: {targets: calibrated}` (the default) reads through search/targets.py. The seed put its "
@@ -166,7 +171,7 @@ def section_calibrate(s: dict | None) -> list[str]:
 def section_rankcorr(s: dict | None) -> list[str]:
     lines = ["## 4. Does the score rank configs stably?", ""]
     if s is None:
-        return lines + ["Not run yet: `python scripts/study.py rankcorr`.", ""]
+        return lines + not_run("rankcorr")
     c = s["correlation"]
     a, b = s["seeds"][:2]
     goal = 0.8

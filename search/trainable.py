@@ -15,6 +15,7 @@ parameter. Ray's own TensorBoard logger is off (search/runner.py): no second cop
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -55,6 +56,7 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
                  "num_threads": num_threads, "process_start": psutil.Process().create_time(),
                  "start": time.time()}
     atomic_write_json(run_dir / "placement.json", placement)  # where and when this trial ran
+    _checkpoint_lines_to_file(run_dir / "checkpoints.log")
     objective = space.space.objective
     targets = objective.resolved_targets()
     sign = 1 if objective.mode == "max" else -1
@@ -90,3 +92,14 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
                      "trial/finished": 1.0, "trial/diverged": 1.0, "val/loss": math.nan,
                      "train/loss": math.nan})
 
+
+
+def _checkpoint_lines_to_file(path: Path) -> None:
+    """Ray logs "Checkpoint successfully created at: ..." for every report: one console line per
+    trial-epoch. Keep those lines in the trial's run/checkpoints.log, off the search's console."""
+    storage_logger = logging.getLogger("ray.train._internal.storage")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    storage_logger.handlers = [handler]
+    storage_logger.propagate = False
+    storage_logger.setLevel(logging.INFO)

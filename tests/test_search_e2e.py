@@ -42,6 +42,8 @@ def test_smoke_search_writes_every_output(smoke):
     assert "(every target met)" in best_line or "(a target missed)" in best_line  # never a bare 1.0000
     assert any(line.startswith("checklist: ") and "items pass" in line for line in proc.stdout.splitlines())
     assert "Result logdir: " not in proc.stdout and f"Results: {exp}" in proc.stdout  # not Ray's scratch copy
+    assert "Checkpoint successfully created" not in proc.stdout + proc.stderr  # one line per epoch, gone ...
+    assert any("Checkpoint successfully created" in p.read_text() for p in exp.glob("*/run/checkpoints.log"))
     for name in ("best_config.yaml", "best_trial.json", "trials.csv", "study.db", "tuner.pkl", "space.yaml",
                  "command.txt"):
         assert (exp / name).is_file(), name
