@@ -41,6 +41,7 @@ CONFIRM_SEEDS = (0, 1, 2)
 CONFIRM_EPOCHS = SIGNATURE_BY_EPOCH
 COLLAPSE_SPACE, COLLAPSE_NAME = "spaces/collapse.yaml", "study-collapse"
 RANKCORR_SPACE, RANKCORR_CONFIGS, RANKCORR_SEEDS, RANKCORR_EPOCHS = "spaces/vq_gentle.yaml", 16, (0, 1), 12
+RANKCORR_SAMPLER_SEED = 12345
 
 
 def command(stage: str, extra: list[str] = ()) -> str:
@@ -276,47 +277,69 @@ def sample_configs(space_path: str, n: int, sampler_seed: int) -> list[dict]:
 def stage_rankcorr(workers: int = 2, n: int = RANKCORR_CONFIGS, epochs: int = RANKCORR_EPOCHS,
                    seeds: tuple[int, ...] = RANKCORR_SEEDS, space_path: str = RANKCORR_SPACE,
                    overrides: tuple[str, ...] = (), docs: Path = DOCS, runs: Path = RUNS) -> dict:
-    from scipy.stats import spearmanr
-
+    """Train n configs drawn from the space with each seed, then summarise them."""
     from model.config import dump_config
-    from search.score import composite_score
     from search.space import load_space
 
     loaded = load_space(ROOT / space_path)
     results = runs / "rankcorr"
     (results / "configs").mkdir(parents=True, exist_ok=True)
-    params = sample_configs(space_path, n, sampler_seed=12345)
     jobs = []
-    for i, p in enumerate(params):
+    for i, p in enumerate(sample_configs(space_path, n, RANKCORR_SAMPLER_SEED)):
         cfg = loaded.trial_config(p, epochs=epochs, name=f"cfg{i:02d}", num_threads=1)
         path = results / "configs" / f"cfg{i:02d}.yaml"
         dump_config(cfg, path)
         jobs += [(path, f"cfg{i:02d}-seed{s}", results, [f"seed={s}", *overrides]) for s in seeds]
-    by_name = {j[1]: r for j, r in zip(jobs, _run_many(jobs, workers))}
-    table, scores = [], {"calibrated": {s: [] for s in seeds}, "seed": {s: [] for s in seeds}}
+    for run in _run_many(jobs, workers):
+        if run.error:
+            print(f"{run.name} failed:\n{run.error}", file=sys.stderr)
+    return summarise_rankcorr(n, epochs, seeds, space_path, docs, runs)
+
+
+def summarise_rankcorr(n: int = RANKCORR_CONFIGS, epochs: int = RANKCORR_EPOCHS,
+                       seeds: tuple[int, ...] = RANKCORR_SEEDS, space_path: str = RANKCORR_SPACE,
+                       docs: Path = DOCS, runs: Path = RUNS) -> dict:
+    """Scores at the last epoch under each target set, their Spearman correlation across the two
+    seeds, how often the 'every target met' verdict agrees across seeds, and the correlation of
+    val loss alone (the score's order among configs that meet every target)."""
+    from scipy.stats import spearmanr
+
+    from search.score import composite_score
+
+    params = sample_configs(space_path, n, RANKCORR_SAMPLER_SEED)
+    target_sets = {"calibrated": calibrated(), "seed": SEED}
+    scores = {name: {s: [] for s in seeds} for name in target_sets}
+    val = {s: [] for s in seeds}
+    table = []
     for i, p in enumerate(params):
         row = {"config": f"cfg{i:02d}", "params": p, "runs": {}}
         for s in seeds:
-            rows = by_name[f"cfg{i:02d}-seed{s}"].rows
+            rows = read_jsonl(runs / "rankcorr" / f"cfg{i:02d}-seed{s}" / "metrics.jsonl")
             last = rows[-1] if rows else {}
-            for name, t in (("calibrated", calibrated()), ("seed", SEED)):
+            entry = row["runs"].setdefault(str(s), {})
+            for name, t in target_sets.items():
                 value = (composite_score(last["codebook/usage"], last["rank/context"], last["rank/target"],
                                          last["val/loss"], t.usage, t.context_rank, t.target_rank)
                          if last else math.nan)
                 scores[name][s].append(value)
-                row["runs"].setdefault(str(s), {})[f"score_{name}"] = value
-            row["runs"][str(s)].update({k: last.get(k, math.nan) for k in
-                                        ("codebook/usage", "rank/context", "rank/target", "val/loss",
-                                         "codes/nmi_colour", "codes/nmi_chance")})
+                entry[f"score_{name}"] = value
+            val[s].append(last.get("val/loss", math.nan))
+            entry.update({k: last.get(k, math.nan) for k in ("codebook/usage", "rank/context", "rank/target",
+                                                             "val/loss", "codes/nmi_colour", "codes/nmi_chance")})
         table.append(row)
     a, b = seeds[:2]
     corr = {}
-    for name in scores:
+    for name in target_sets:
         rho, p_value = spearmanr(scores[name][a], scores[name][b])
-        corr[name] = {"spearman": float(rho), "p_value": float(p_value)}
+        met_a = [x > 1 for x in scores[name][a]]
+        met_b = [x > 1 for x in scores[name][b]]
+        corr[name] = {"spearman": float(rho), "p_value": float(p_value),
+                      "met_both": sum(x and y for x, y in zip(met_a, met_b)),
+                      "verdict_agrees": sum(x == y for x, y in zip(met_a, met_b)), "configs": len(met_a)}
+    val_rho = spearmanr(val[a], val[b])[0]
     summary = {"command": command("rankcorr"), "space": space_path, "configs": n, "epochs": epochs,
-               "seeds": list(seeds), "targets": {"calibrated": calibrated().as_dict(), "seed": SEED.as_dict()},
-               "correlation": corr, "table": table}
+               "seeds": list(seeds), "targets": {k: t.as_dict() for k, t in target_sets.items()},
+               "correlation": corr, "val_loss_spearman": float(val_rho), "table": table}
     atomic_write_json(docs / "rankcorr.json", summary)
     _plot_rankcorr(scores, a, b, corr, docs / "rankcorr.png")
     return summary

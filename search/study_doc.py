@@ -178,11 +178,28 @@ def section_rankcorr(s: dict | None) -> list[str]:
     lines += [f"Command: `{s['command']}`: {s['configs']} configs drawn at random from `{s['space']}`, each trained "
               f"{s['epochs']} epochs with seeds {a} and {b}; the composite score at the last epoch (search/score.py) "
               "under each target set, and the Spearman rank correlation of the two seeds' scores.", "",
-              "| targets | Spearman rho | p-value | goal >= 0.8 |", "|---|---|---|---|"]
+              "| targets | Spearman rho | p-value | goal >= 0.8 | configs meeting every target in both seeds | "
+              "'every target met' verdict agrees across seeds |", "|---|---|---|---|---|---|"]
     for name, v in c.items():
         lines.append(f"| {name} | {_f(v['spearman'], '{:.3f}')} | {_f(v['p_value'], '{:.2g}')} | "
-                     f"{'met' if v['spearman'] >= goal else 'missed'} |")
-    lines += ["", "![rankcorr](study/rankcorr.png)", "",
+                     f"{'met' if v['spearman'] >= goal else 'missed'} | {v.get('met_both', 'n/a')}/{v.get('configs', '')} | "
+                     f"{v.get('verdict_agrees', 'n/a')}/{v.get('configs', '')} |")
+    lines += [""]
+    val_rho = s.get("val_loss_spearman")
+    for name, v in c.items():
+        if v["spearman"] >= goal:
+            lines.append(f"**Answer ({name} targets).** The score ranks these configs the same way under both seeds "
+                         f"(rho {_f(v['spearman'], '{:.2f}')}).")
+        else:
+            lines.append(f"**Answer ({name} targets).** The goal is missed (rho {_f(v['spearman'], '{:.2f}')}). "
+                         f"{v.get('met_both', 0)} of {v.get('configs', 0)} configs meet every target under both seeds, "
+                         f"and the 'every target met' verdict is the same under both seeds for {v.get('verdict_agrees', 0)} "
+                         f"of the {v.get('configs', 0)}; above that step the score orders configs by val loss, whose own "
+                         f"rank correlation across the seeds is {_f(val_rho, '{:.2f}')}"
+                         + (": among configs that all meet the targets, the order is mostly seed noise."
+                            if isinstance(val_rho, float) and val_rho < 0.5 else "."))
+        lines.append("")
+    lines += ["![rankcorr](study/rankcorr.png)", "",
               "| config | params | score seed a (calibrated) | score seed b (calibrated) | usage a / b | "
               "context rank a / b | NMI code-colour a (chance) |", "|---|---|---|---|---|---|---|"]
     for row in s["table"]:

@@ -52,6 +52,9 @@ def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
     rho = spearmanr(seed_scores[0], seed_scores[1])[0]
     got = corr["correlation"]["seed"]["spearman"]
     assert (math.isnan(rho) and math.isnan(got)) or got == pytest.approx(rho)
+    met = [[x > 1 for x in seed_scores[s]] for s in (0, 1)]
+    assert corr["correlation"]["seed"]["verdict_agrees"] == sum(x == y for x, y in zip(*met))
+    assert corr["correlation"]["seed"]["met_both"] == sum(x and y for x, y in zip(*met))
 
     out = write_study_doc(docs, tmp_path / "study.md")
     text = out.read_text()
