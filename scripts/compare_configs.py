@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # scripts/ would shadow the `search` package
 
-DEFAULT_ORDER = ["sixth_run", "diagnostic_no_vq", "vq_no_refresh", "vq_gentle", "vq_gradient", "vq_gumbel",
+DEFAULT_ORDER = ["sixth_run", "diagnostic_no_vq", "closest_to_collapse", "vq_no_refresh", "vq_gentle", "vq_gradient", "vq_gumbel",
                  "vq_fsq", "context_last", "context_attention", "context_gru", "loss_weights"]
 
 
