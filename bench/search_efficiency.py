@@ -112,7 +112,7 @@ def run_optuna_peer(space_path: str, budget, workdir: Path, threads: int) -> Run
     import torch
 
     from model.train import train
-    from search.score import DIVERGED_SCORE, epoch_score
+    from search.score import DIVERGED_SCORE, objective_score
     from search.space import DefineByRun, load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -131,7 +131,7 @@ def run_optuna_peer(space_path: str, budget, workdir: Path, threads: int) -> Run
 
         def on_epoch(metrics: dict, checkpoint_dir: Path, final: bool) -> None:
             trial.history.append(metrics)
-            trial.scores.append(epoch_score(metrics, space.objective))
+            trial.scores.append(objective_score(trial.history, budget.max_epochs, space.objective))  # as the trainable
             trial.report_times.append(time.time())
             ot_trial.report(trial.scores[-1], metrics["epoch"])
             if not final and ot_trial.should_prune():

@@ -48,7 +48,7 @@ METRIC_KEYS = (
 )
 
 EpochCallback = Callable[[dict, Path, bool], None]  # (metrics, checkpoint dir, last epoch?)
-ExtraScalars = Callable[[dict], dict[str, float]]  # epoch metrics -> more scalars for TensorBoard
+ExtraScalars = Callable[[dict, bool], dict[str, float]]  # (epoch metrics, final) -> more scalars for TensorBoard
 
 
 @dataclass
@@ -152,7 +152,7 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
     checkpoint and logs; final is True on the run's last epoch (max epochs or early stop).
     checkpoint_dir defaults to run_dir/checkpoint (the Ray adapter keeps it out of the synced
     trial folder, since Ray stores the reported checkpoints itself).
-    TensorBoard has one writer, so one run: extra_scalars(metrics) adds scalars of the caller's
+    TensorBoard has one writer, so one run: extra_scalars(metrics, final) adds scalars of the caller's
     (the search's score) beside each epoch's metrics, and `hparams` (name -> value) are declared
     once, at a fresh start, for TensorBoard's HParams view with HPARAM_METRICS as its metrics."""
     timing = {"called": time.time()}
@@ -295,14 +295,15 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
                 atomic_write_json(run_dir / "timing.json", timing)
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
-            extra = extra_scalars(metrics) if extra_scalars is not None else {}
+            final = stop or epoch == t.epochs  # the run's last epoch (max epochs or early stop)
+            extra = extra_scalars(metrics, final) if extra_scalars is not None else {}
             for key, value in {**metrics, **extra}.items():
                 if key != "epoch" and math.isfinite(value):
                     writer.add_scalar(key, value, epoch)
             writer.flush()
             log(_format_line(metrics, t.epochs))
             if on_epoch is not None:
-                on_epoch(metrics, checkpoint_dir, stop or epoch == t.epochs)
+                on_epoch(metrics, checkpoint_dir, final)
             if stop:
                 log(f"early stop: val/loss has not improved for {t.early_stopping.patience} epochs "
                     f"(best {state['best_val']:.4f})")

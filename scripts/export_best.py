@@ -19,7 +19,8 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiment", help="results/<experiment> folder")
+    parser.add_argument("experiment", help="results/<experiment> folder, or the experiment's URI "
+                        "(s3://bucket/prefix/<experiment>: mirrored into results/<experiment>, outputs uploaded back)")
     parser.add_argument("--metric", default="score", help="any reported key (default: score)")
     parser.add_argument("--mode", choices=["max", "min"],
                         help="default: the experiment's goal (max for health, min for a collapse search)")
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best trial {best.trial_id} by {args.reduce} {args.metric} ({args.mode}): "
           f"{best.value(args.metric, args.mode, args.reduce):.4f}")
     print(f"wrote {exp_dir / 'best_config.yaml'}, {exp_dir / 'best_trial.json'}, {exp_dir / 'trials.csv'}")
+    from search.export import publish
+
+    if publish(args.experiment):
+        print(f"uploaded them to {args.experiment}")
     return 0
 
 

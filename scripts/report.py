@@ -19,7 +19,8 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiment", help="results/<experiment> folder")
+    parser.add_argument("experiment", help="results/<experiment> folder, or the experiment's URI "
+                        "(s3://bucket/prefix/<experiment>: mirrored into results/<experiment>, outputs uploaded back)")
     parser.add_argument("--top", type=int, default=10, help="rows in the top-trials table")
     args = parser.parse_args(argv)
     from search.export import require_experiment_folder
@@ -29,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     from search.report import write_report
 
     print(f"wrote {write_report(exp_dir, args.top)}")
+    from search.export import publish
+
+    if publish(args.experiment):
+        print(f"uploaded it to {args.experiment}")
     return 0
 
 

@@ -28,12 +28,15 @@ from model.config import ConfigError
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("space", help="search space YAML (see spaces/)")
     parser.add_argument("--name", help="experiment name (default: the space file's name)")
-    parser.add_argument("--storage", default="results", help="parent folder of experiments (default: results)")
+    parser.add_argument("--storage", default="results",
+                        help="where experiments go: a folder (default: results; on a multi-node cluster, one "
+                        "every node mounts at the same path) or a URI such as s3://bucket/prefix (credentials "
+                        "and endpoint from the standard AWS environment variables); with a URI the driver's "
+                        "own files are also kept under results/NAME/")
     parser.add_argument("--num-samples", type=int, help="override budget.num_samples")
     parser.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
     parser.add_argument("--cpu", type=float, help="override resources.cpu (CPUs per trial)")
@@ -47,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="interface the local dashboard binds to (default 127.0.0.1; 0.0.0.0 exposes it)")
     parser.add_argument("--num-gpus", type=int, help="GPUs a local Ray declares (default: detected)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
 
     from search.space import load_space
 
@@ -72,12 +80,30 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--max-epochs: must be >= 1, got {max_epochs}")
         if cpu <= 0 or not 0 <= gpu <= 1:
             raise ConfigError(f"--cpu must be > 0 and --gpu in [0, 1], got {cpu}, {gpu}")
-        exp_dir = Path(args.storage) / name
-        if args.resume and not (exp_dir / "tuner.pkl").is_file():
-            raise ConfigError(f"--resume: {exp_dir} holds no experiment to resume")
-        if exp_dir.exists() and not args.resume:
-            raise ConfigError(f"{exp_dir} exists: pass --resume to continue that experiment, "
-                              f"or --name NEW to start another")
+        from search.storage import locate, remote_exists, remote_file_exists
+
+        location = locate(args.storage, name)
+        exp_dir = location.local
+        if location.remote is None:
+            if args.resume and not (exp_dir / "tuner.pkl").is_file():
+                raise ConfigError(f"--resume: {exp_dir} holds no experiment to resume")
+            if exp_dir.exists() and not args.resume:
+                raise ConfigError(f"{exp_dir} exists: pass --resume to continue that experiment, "
+                                  f"or --name NEW to start another")
+        else:
+            try:
+                stored = remote_exists(location.remote)
+                resumable = stored and remote_file_exists(f"{location.remote}/tuner.pkl")
+            except OSError as err:  # no such bucket, no credentials, endpoint unreachable
+                raise ConfigError(f"--storage {args.storage}: cannot read {location.remote}: {err}") from None
+            if args.resume and not resumable:
+                raise ConfigError(f"--resume: {location.remote} holds no experiment to resume")
+            if stored and not args.resume:
+                raise ConfigError(f"{location.remote} exists: pass --resume to continue that experiment, "
+                                  f"or --name NEW to start another")
+            if exp_dir.exists() and not args.resume:
+                raise ConfigError(f"{exp_dir} exists (the local copy of a URI experiment's driver files): "
+                                  f"pass --name NEW, or remove it")
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -89,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     from search.runner import SearchOptions, format_command, run_search
 
-    opts = SearchOptions(exp_dir=exp_dir, num_samples=num_samples, max_epochs=max_epochs, cpu=cpu, gpu=gpu,
+    opts = SearchOptions(exp_dir=exp_dir, remote=location.remote, num_samples=num_samples, max_epochs=max_epochs, cpu=cpu, gpu=gpu,
                          resume=args.resume, address=args.address, dashboard_host=args.dashboard_host,
                          num_gpus=args.num_gpus, max_concurrent=max_concurrent, early_stopping=early_stopping,
                          command=format_command([a for a in argv if a != "--resume"]))
@@ -99,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before Ray Tune took over the signal (setup, export)
-        if not args.resume and exp_dir.is_dir() and not (exp_dir / "tuner.pkl").is_file():
+        if not args.resume and exp_dir.is_dir() and location.remote is None and not (exp_dir / "tuner.pkl").is_file():
             shutil.rmtree(exp_dir)  # nothing resumable was written: leave no half experiment
             print("interrupted before the search started; nothing was kept", file=sys.stderr)
             return 130
@@ -117,13 +143,15 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = json.loads((exp_dir / "best_trial.json").read_text())
     v, v_seed = summary["verdict"], summary["verdict_seed_targets"]
-    print(f"best trial {best.trial_id}: final score {format_score(best.final('score'), best.final('score') > 1)} "
+    print(f"best trial {best.trial_id}: final score {format_score(best.final('score'), True)} "
           f"({best.status})")
     print(f"checklist: {v['passed']}/{v['total']} items pass"
           + (f"; failed: {', '.join(v['failed'])}" if v["failed"] else "")
           + f" ({v_seed['passed']}/{v_seed['total']} with the seed's literal targets)")
     print(f"best config: {exp_dir / 'best_config.yaml'}\n  run it: python scripts/train.py {exp_dir / 'best_config.yaml'}")
     print(f"trials: {exp_dir / 'trials.csv'}; study: sqlite:///{exp_dir / 'study.db'}")
+    if location.remote:
+        print(f"experiment stored in {location.remote} (trial folders, checkpoints and the files above)")
     return 0
 
 

@@ -26,7 +26,8 @@ SEED_BASE = 1000
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiment", help="results/<experiment> folder")
+    parser.add_argument("experiment", help="results/<experiment> folder, or the experiment's URI "
+                        "(s3://bucket/prefix/<experiment>: mirrored into results/<experiment>, outputs uploaded back)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--top", type=int, default=2, help="how many of the best trials (default: best and runner-up)")
     parser.add_argument("--epochs", type=int, help="override the trials' epochs (default: their full budget)")
@@ -85,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         for item, s in items.items():
             print(f"  {item:32s} pass {s['pass_rate']:4.0%}  mean {s['mean']:.4g}  std {s['std']:.3g}")
     print(f"wrote {exp_dir / 'verify.json'} and {exp_dir / 'report.md'}")
+    from search.export import publish
+    from search.storage import DRIVER_FILES
+
+    if publish(args.experiment, [*DRIVER_FILES, "verify"]):
+        print(f"uploaded them and the runs under verify/ to {args.experiment}")
     return 0 if all(not r.error for r in runs) else 1
 
 

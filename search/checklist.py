@@ -1,8 +1,8 @@
 """The seed's success checklist, evaluated on a run's per-epoch history (metrics.jsonl rows).
 
-The usage and rank bars come from a `Targets` (search/targets.py): the seed's literal ones or the
-calibrated ones; reports show both verdicts side by side. The other bars are the seed's and have
-no calibrated counterpart. Each item is
+The usage, rank and final val-loss bars come from a `Targets` (search/targets.py): the seed's
+literal ones or the calibrated ones; reports show both verdicts side by side. The spike and
+gradient-norm bars are the seed's in both (search/targets.py). Each item is
 
     {"pass": bool, "value": the number that decided it, "epoch": where (or None),
      "threshold": the bar, "label": what it judges, e.g. "usage > 15% every epoch"}
@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import math
 
-from search.targets import SEED, Targets
-
-SPIKE_RATIO, GRAD_MEAN_MAX, GRAD_MAX_MAX, FINAL_VAL_LOSS_MAX = 2.0, 50.0, 150.0, 8.0
+from search.targets import GRAD_MAX_MAX, GRAD_MEAN_MAX, SEED, SPIKE_RATIO, Targets
 
 
 def _item(ok: bool, value, epoch, threshold, label: str) -> dict:
@@ -58,8 +56,8 @@ def evaluate_checklist(history: list[dict], planned_epochs: int, targets: Target
                                f"grad norm max < {GRAD_MAX_MAX:g} every epoch"),
         "completed_all_epochs": _item(last["epoch"] >= planned_epochs, last["epoch"], last["epoch"], planned_epochs,
                                       f"ran all {planned_epochs} epochs"),
-        "final_val_loss": _item(last["val/loss"] < FINAL_VAL_LOSS_MAX, last["val/loss"], last["epoch"],
-                                FINAL_VAL_LOSS_MAX, f"final val loss < {FINAL_VAL_LOSS_MAX:g}"),
+        "final_val_loss": _item(last["val/loss"] < targets.final_val_loss, last["val/loss"], last["epoch"],
+                                targets.final_val_loss, f"final val loss < {targets.final_val_loss:g}"),
     }
 
 

@@ -61,12 +61,33 @@ class TrialRecord:
 
 
 def require_experiment_folder(path: str | Path) -> Path:
-    """For entry points: the experiment folder at path, or exit 2 saying why it is not one."""
+    """For entry points: the experiment folder at path, or exit 2 saying why it is not one. A URI
+    (s3://bucket/prefix/NAME, search/storage.py) is mirrored into results/NAME first."""
+    from search.storage import download, is_uri, locate_experiment
+
+    if is_uri(str(path)):
+        location = locate_experiment(str(path))
+        try:
+            download(location)
+        except OSError as err:  # no such bucket or prefix, no credentials, endpoint unreachable
+            print(f"error: {path}: cannot read the experiment: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        path = location.local
     exp_dir = Path(path)
     if not exp_dir.is_dir() or not any(exp_dir.glob("*/params.json")):
         print(f"error: {exp_dir}: not an experiment folder (no trial folders with params.json)", file=sys.stderr)
         raise SystemExit(2)
     return exp_dir
+
+
+def publish(path: str | Path, names: list[str] | None = None) -> list[str]:
+    """After an entry point wrote into a URI experiment's local mirror, upload the driver's files
+    (or `names`) beside it in storage; a folder experiment needs nothing. Returns what was copied."""
+    from search.storage import DRIVER_FILES, is_uri, locate_experiment, upload
+
+    if not is_uri(str(path)):
+        return []
+    return upload(locate_experiment(str(path)), names or DRIVER_FILES)
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -31,9 +31,10 @@ import yaml  # noqa: E402
 from model.io import atomic_write_text  # noqa: E402
 from search.checklist import evaluate_checklist, format_item, verdict  # noqa: E402
 from search.export import TrialRecord, read_jsonl, read_trials  # noqa: E402
+from search.score import items_passed  # noqa: E402
 from search.targets import SEED, Targets, read_judging  # noqa: E402
 
-CURVES = [("score", "composite score"), ("codebook/usage", "codebook usage"), ("rank/context", "context rank"),
+CURVES = [("score", "score (items passed + margin)"), ("codebook/usage", "codebook usage"), ("rank/context", "context rank"),
           ("rank/target", "target rank"), ("val/loss", "val loss")]
 
 
@@ -42,14 +43,16 @@ def target_lines(targets: Targets) -> dict[str, float]:
     return {"codebook/usage": targets.usage, "rank/context": targets.context_rank, "rank/target": targets.target_rank}
 
 
-def format_score(score: float, targets_met: bool | None = None) -> str:
-    """Five decimals, so 0.99998 never reads as 1.0000 (the 'every target met' step is at 1)."""
+def format_score(score: float, with_items: bool = False) -> str:
+    """Five decimals, and optionally the checklist pass count the score carries (search/score.py):
+    '7.41234 (7 checklist items passed)'."""
     if not _finite(score):
         return str(score)
     text = f"{score:.5f}"
-    if targets_met is None:
+    if not with_items:
         return text
-    return text + (" (every target met)" if targets_met else " (a target missed)")
+    n = items_passed(score)
+    return text + (" (diverged)" if n is None else f" ({n} checklist item{'s' if n != 1 else ''} passed)")
 
 
 def _best_score(t: TrialRecord) -> float:
@@ -247,7 +250,7 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
         v = verdict(evaluate_checklist(best_history, _planned_epochs(best), judging.targets))
         v_seed = verdict(evaluate_checklist(best_history, _planned_epochs(best), SEED))
         failed = "; failed: " + ", ".join(v["failed"]) if v["failed"] else ""
-        lines += [f"Best trial: `{best.trial_id}`, final score {format_score(_best_score(best), _best_score(best) > 1)} "
+        lines += [f"Best trial: `{best.trial_id}`, final score {format_score(_best_score(best), True)} "
                   f"({best.status}); config: `{exp_dir / 'best_config.yaml'}`.", "",
                   f"Checklist: {v['passed']}/{v['total']} items pass with the targets in force{failed}; "
                   f"{v_seed['passed']}/{v_seed['total']} with the seed's literal targets.", ""]

@@ -15,6 +15,7 @@ import math
 import os
 import shlex
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from model.io import atomic_write_json, atomic_write_text
 from search.export import export_best
 from search.optuna_search import PruningAwareOptunaSearch, SamplerFactory
 from search.space import DefineByRun, LoadedSpace
+from search.storage import DRIVER_FILES, Location, download, upload
 from search.targets import JUDGING_FILE, Judging, collapsed
 from search.trainable import run_trial
 
@@ -41,7 +43,7 @@ TABLE_COLUMNS = {"epoch": "epoch", "score": "score", "codebook/usage": "usage",
 
 @dataclass(frozen=True)
 class SearchOptions:
-    exp_dir: Path
+    exp_dir: Path  # the local experiment folder (for a URI experiment: its driver files and mirror)
     num_samples: int
     max_epochs: int
     cpu: float
@@ -53,6 +55,11 @@ class SearchOptions:
     command: str = ""
     max_concurrent: int = 0  # 0: as many trials as resources allow
     early_stopping: bool = True  # ASHA + collapse stopper; False: every trial runs max_epochs
+    remote: str | None = None  # <uri>/<name> when --storage is a URI (search/storage.py)
+
+    @property
+    def location(self) -> Location:
+        return Location(local=self.exp_dir, remote=self.remote)
 
 
 def trial_dirname(trial) -> str:
@@ -105,17 +112,56 @@ class BestSoFar(Callback):
         self._export()
 
 
+def progress_line(trials: list[dict], num_samples: int, elapsed_s: float, mode: str = "max") -> str:
+    """One line a person can follow at a glance, from each trial's {"status", "epoch", "score"}:
+
+    'Progress: 6/32 trials ended, 2 running | 87 trial-epochs | best score 7.41234 (trial ab12) |
+     4.2 min elapsed, about 18 min left at this pace'
+
+    The estimate is the elapsed time per ended trial times the trials still to end: rough (ASHA
+    stops later trials sooner), and said to be."""
+    ended = sum(t["status"] in ("TERMINATED", "ERROR") for t in trials)
+    running = sum(t["status"] == "RUNNING" for t in trials)
+    epochs = sum(int(t.get("epoch") or 0) for t in trials)
+    scored = [t for t in trials if isinstance(t.get("score"), (int, float)) and math.isfinite(t["score"])]
+    sign = 1 if mode == "max" else -1
+    best = max(scored, key=lambda t: sign * t["score"], default=None)
+    text = f"Progress: {ended}/{num_samples} trials ended, {running} running | {epochs} trial-epochs"
+    if best is not None:
+        text += f" | best score {best['score']:.5f} (trial {best['trial_id']})"
+    text += f" | {elapsed_s / 60:.1f} min elapsed"
+    if 0 < ended < num_samples:
+        text += f", about {elapsed_s / ended * (num_samples - ended) / 60:.0f} min left at this pace"
+    return text
+
+
+class UploadStudy(Callback):
+    """A URI experiment: upload the driver's study.db whenever a trial ends, so a search whose
+    driver dies can be resumed from the bucket with TPE's history (search/storage.py)."""
+
+    def __init__(self, location: Location):
+        self.location = location
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        upload(self.location, ["study.db"])
+
+
 class ResultsReporter(tune.CLIReporter):
     """Ray's classic trial table, with its "Result logdir: /tmp/ray/session_.../driver_artifacts"
-    line (the driver's scratch copy) replaced by where the results really are."""
+    line (the driver's scratch copy) replaced by where the results really are, and a progress line
+    (progress_line) under it."""
 
-    def __init__(self, exp_dir: Path, **kwargs):
+    def __init__(self, exp_dir: Path, num_samples: int, mode: str, **kwargs):
         super().__init__(**kwargs)
-        self.exp_dir = exp_dir
+        self.exp_dir, self.num_samples, self.mode = exp_dir, num_samples, mode
+        self.started = time.time()
 
     def _progress_str(self, trials, done, *sys_info, **kwargs):
         text = super()._progress_str(trials, done, *sys_info, **kwargs)
-        return "\n".join(f"Results: {self.exp_dir}" if line.startswith("Result logdir: ") else line
+        state = [{"status": t.status, "trial_id": t.trial_id, "epoch": (t.last_result or {}).get("epoch"),
+                  "score": (t.last_result or {}).get("score")} for t in trials]
+        progress = progress_line(state, self.num_samples, time.time() - self.started, self.mode)
+        return "\n".join(f"Results: {self.exp_dir}\n{progress}" if line.startswith("Result logdir: ") else line
                          for line in text.split("\n"))
 
 
@@ -146,6 +192,48 @@ def check_resources(ray, opts: SearchOptions, source: str) -> None:
         raise ConfigError(f"{source}: resources.gpu: {opts.gpu} GPU per trial, but the cluster has no GPU")
 
 
+def check_storage_visible(ray, storage_dir: Path, shown: str) -> None:
+    """On a cluster of more than one node, refuse a local storage folder that not every node sees.
+
+    Since Ray 2.7, multi-node Tune needs storage every node reaches (a shared filesystem or a
+    URI): a folder only the driver's node has fails at the first checkpoint a trial on another
+    node reports. The driver writes a marker file into the folder and a task on each node looks
+    for it; the marker (and any folder made for it) is removed again, so a refusal writes nothing."""
+    import socket
+    import uuid
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    folder = storage_dir.resolve()
+    made = next((p for p in [folder, *folder.parents][::-1] if not p.exists()), None)  # top folder we create
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / f".storage-check-{uuid.uuid4().hex}"
+    marker.write_text("written by the search's driver; every node must see it\n")
+
+    @ray.remote(num_cpus=0)
+    def sees(path: str) -> tuple[bool, str]:
+        return os.path.exists(path), socket.gethostname()
+
+    try:
+        answers = ray.get([sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                           .remote(str(marker)) for n in nodes], timeout=120)
+    finally:
+        marker.unlink(missing_ok=True)
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+    blind = [n for n, (ok, _host) in zip(nodes, answers) if not ok]
+    if blind:
+        raise ConfigError(
+            f"--storage {shown}: a local folder that {len(blind)} of the cluster's {len(nodes)} nodes cannot see "
+            f"(node {', '.join(n.get('NodeManagerAddress', n['NodeID']) for n in blind)}); a multi-node search "
+            "needs storage every node reaches: pass --storage s3://bucket/prefix (or gs://..., any pyarrow "
+            "filesystem URI; credentials from the standard environment variables), or a shared filesystem "
+            "mounted at the same path on every node")
+
+
 def run_search(loaded: LoadedSpace, opts: SearchOptions):
     """Run (or resume) the search; returns (best TrialRecord or None, interrupted?)."""
     space, exp_dir = loaded.space, opts.exp_dir.resolve()
@@ -157,15 +245,19 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
     # logger would add a second copy of every trial; its JSON and CSV loggers are kept (below).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     objective = space.objective
+    location = opts.location
     ray = start_ray(opts)
     try:
         check_resources(ray, opts, str(loaded.path))
+        if location.remote is None:
+            check_storage_visible(ray, exp_dir.parent, str(exp_dir.parent))
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, space=loaded, epochs=opts.max_epochs,
                                  num_threads=max(1, int(opts.cpu))),
             {"cpu": opts.cpu, "gpu": opts.gpu})
         if opts.resume:
-            tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
+            download(location)  # a URI experiment: its study.db and trial folders, here
+            tuner = tune.Tuner.restore(location.ray_experiment_path, trainable=trainable, resume_errored=True)
         else:
             exp_dir.mkdir(parents=True)
             shutil.copy2(loaded.path, exp_dir / "space.yaml")
@@ -174,6 +266,7 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
                 objective.collapse_patience).as_dict())
             atomic_write_text(exp_dir / "command.txt", f"# as invoked\n{opts.command}\n# resume\n"
                               f"{opts.command} --resume\n")
+            upload(location, ["space.yaml", JUDGING_FILE, "command.txt"])  # a URI experiment describes itself
             if objective.multi_objective:
                 sampler, metric, mode = SamplerFactory("nsga2", space.seed), PARETO_METRICS, PARETO_MODES
             else:
@@ -195,25 +288,35 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
                     max_concurrent_trials=opts.max_concurrent or None,
                     trial_dirname_creator=trial_dirname),
                 run_config=tune.RunConfig(
-                    name=exp_dir.name, storage_path=str(exp_dir.parent),
+                    name=exp_dir.name, storage_path=location.ray_storage_path,
+                    # files a trial writes under its folder (run/: metrics, TensorBoard, placement)
+                    # go to a URI storage too; a folder storage is the trial folder itself
+                    sync_config=tune.SyncConfig(sync_artifacts=location.remote is not None),
                     stop=(CollapseStopper(objective.collapse_usage_floor, objective.collapse_patience,
                                           usage_rule=objective.goal == "health")
                           if opts.early_stopping else None),
                     failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), BestSoFar(exp_dir, objective.mode)],
-                    progress_reporter=ResultsReporter(exp_dir, metric_columns=TABLE_COLUMNS, max_report_frequency=30),
+                    # best so far re-exported during the search from a folder experiment; a URI
+                    # experiment is mirrored and exported once at the end (or on --resume)
+                    callbacks=[JsonLoggerCallback(), CSVLoggerCallback()]
+                    + ([BestSoFar(exp_dir, objective.mode)] if location.remote is None else [UploadStudy(location)]),
+                    progress_reporter=ResultsReporter(exp_dir, opts.num_samples, objective.mode,
+                                                                      metric_columns=TABLE_COLUMNS,
+                                                                      max_report_frequency=30),
                     verbose=1))
         grid = tuner.fit()
         # Ctrl-C makes fit() return early: fewer trials ended than the budget
         interrupted = grid.num_terminated + grid.num_errors < opts.num_samples
     finally:
         ray.shutdown()
+    download(location)  # a URI experiment: mirror the trial folders for the export and report
     best = export_best(exp_dir)
     if best is not None:
         from search.report import write_report
 
         print(f"report: {write_report(exp_dir)}")
+    upload(location, DRIVER_FILES)
     return best, interrupted
 
 

@@ -97,7 +97,7 @@ class Param(_Strict):
 
 
 class Objective(_Strict):
-    """Composite health score (search/score.py) with targets from search/targets.py."""
+    """The search's score (search/score.py: checklist pass count + health margin), targets from search/targets.py."""
 
     goal: Literal["health", "collapse"] = Field(
         default="health",
@@ -116,9 +116,11 @@ class Objective(_Strict):
                                               description="Override of the target set's context rank.")
     target_rank_target: float | None = Field(default=None, gt=0,
                                              description="Override of the target set's target rank.")
-    usage_weight: float = Field(default=1.0, ge=0, description="Weight of usage in the health average.")
-    context_rank_weight: float = Field(default=1.0, ge=0, description="Weight of context rank in the health average.")
-    target_rank_weight: float = Field(default=1.0, ge=0, description="Weight of target rank in the health average.")
+    final_val_loss_target: float | None = Field(default=None, gt=0,
+                                                description="Override of the target set's final val-loss bar.")
+    usage_weight: float = Field(default=1.0, ge=0, description="Weight of usage in the health margin (the score's tie-break).")
+    context_rank_weight: float = Field(default=1.0, ge=0, description="Weight of context rank in the health margin.")
+    target_rank_weight: float = Field(default=1.0, ge=0, description="Weight of target rank in the health margin.")
     collapse_usage_floor: float = Field(default=COLLAPSE_USAGE_FLOOR, ge=0, le=1,
                                         description="Collapse stopper (goal health only; a collapse search "
                                         "watches collapsing trials to the end): usage below this ...")
@@ -133,7 +135,7 @@ class Objective(_Strict):
         """The target set named by `targets`, with any explicit override applied."""
         base = by_name(self.targets)
         overrides = {"usage": self.usage_target, "context_rank": self.context_rank_target,
-                     "target_rank": self.target_rank_target}
+                     "target_rank": self.target_rank_target, "final_val_loss": self.final_val_loss_target}
         overrides = {k: v for k, v in overrides.items() if v is not None}
         if not overrides:
             return base

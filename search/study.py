@@ -11,6 +11,11 @@ plots (docs/study/*.png); `doc` assembles docs/study.md from whatever summaries 
                -> search/calibrated_targets.yaml, which the spaces' `targets: calibrated` reads
     rankcorr   16 configs sampled from spaces/vq_gentle.yaml, each trained with two seeds: the
                Spearman rank correlation of their scores (calibrated and seed targets)
+    main       the README's main command (spaces/vq_gentle.yaml) as results/study-main, its winner
+               retrained with 3 fresh seeds (scripts/verify.py), configs/stable_production.yaml
+    production configs/stable_production.yaml, 3 fresh seeds x its 80 epochs: the checklist
+    fixes      the seed's fixes A-D, FSQ, k-means init, cosine codes, the rotation trick and the
+               order-aware context aggregators, 3 seeds x 24 epochs each: the checklist item by item
     doc        docs/study.md from docs/study/*.json
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 import shutil
 import subprocess
@@ -32,7 +38,7 @@ from model.io import atomic_write_json, atomic_write_text
 from search.export import read_json, read_jsonl
 from search.runs import ROOT, TrainRun, train_subprocess
 from search.targets import (CALIBRATED_FILE, CALIBRATION_RATIO, SEED, SIGNATURE_BY_EPOCH, SIGNATURE_CONTEXT_RANK,
-                            SIGNATURE_USAGE, Targets, calibrate_from, calibrated, seed_signature)
+                            SIGNATURE_USAGE, VAL_LOSS_RATIO, Targets, calibrate_from, calibrated, seed_signature)
 
 DOCS = ROOT / "docs" / "study"
 RUNS = ROOT / "results" / "study"
@@ -42,6 +48,16 @@ CONFIRM_EPOCHS = SIGNATURE_BY_EPOCH
 COLLAPSE_SPACE, COLLAPSE_NAME = "spaces/collapse.yaml", "study-collapse"
 RANKCORR_SPACE, RANKCORR_CONFIGS, RANKCORR_SEEDS, RANKCORR_EPOCHS = "spaces/vq_gentle.yaml", 16, (0, 1), 12
 RANKCORR_SAMPLER_SEED = 12345
+MAIN_SPACE, MAIN_NAME, MAIN_VERIFY_SEEDS = "spaces/vq_gentle.yaml", "study-main", 3
+# (name, config, overrides): the seed's fixes A-D, FSQ, codebook counter-measures on the sixth run,
+# and the order-aware context aggregators (the sixth run is the mean-pooling baseline).
+FIXES = (("sixth_run (mean)", "sixth_run", ()), ("A no refresh", "vq_no_refresh", ()), ("B gentle", "vq_gentle", ()),
+         ("C gradient codebook", "vq_gradient", ()), ("D Gumbel", "vq_gumbel", ()), ("FSQ", "vq_fsq", ()),
+         ("k-means init", "sixth_run", ("vq.init=kmeans",)), ("cosine codes", "sixth_run", ("vq.cosine=true",)),
+         ("rotation trick", "sixth_run", ("vq.estimator=rotation",)), ("context last", "context_last", ()),
+         ("context attention", "context_attention", ()), ("context GRU", "context_gru", ()))
+FIXES_EPOCHS, FIXES_SEEDS = 24, (0, 1, 2)
+PRODUCTION_CONFIG, PRODUCTION_EPOCHS, PRODUCTION_SEEDS = ROOT / "configs" / "stable_production.yaml", 80, (1000, 1001, 1002)
 
 
 def command(stage: str, extra: list[str] = ()) -> str:
@@ -232,21 +248,26 @@ def stage_calibrate(workers: int = 2, docs: Path = DOCS, runs: Path = RUNS, targ
         histories.append([json.loads(line) for line in metrics.read_text().splitlines()])
     ctx = [r["rank/context"] for rows in histories for r in rows]
     tgt = [r["rank/target"] for rows in histories for r in rows]
-    targets = calibrate_from(ctx, tgt)
-    rule = (f"{CALIBRATION_RATIO} x the lowest rank of configs/diagnostic_no_vq.yaml over "
-            f"{len(histories[0])} epochs and seeds {list(seeds)}")
+    finals = [rows[-1]["val/loss"] for rows in histories]
+    targets = calibrate_from(ctx, tgt, finals)
+    rule = (f"{CALIBRATION_RATIO} x the lowest rank and {VAL_LOSS_RATIO:.4f} (the seed's 8 / 7.75) x the highest "
+            f"final val loss of configs/diagnostic_no_vq.yaml over {len(histories[0])} epochs and seeds {list(seeds)}")
     text = (f"# Written by `{command('calibrate')}` (search/study.py); read by search/targets.py.\n"
             + yaml.safe_dump({"rule": rule, "targets": {"usage": targets.usage, "context_rank": targets.context_rank,
-                                                         "target_rank": targets.target_rank},
+                                                         "target_rank": targets.target_rank,
+                                                         "final_val_loss": targets.final_val_loss},
                               "no_vq": {"context_rank_min": min(ctx), "context_rank_max": max(ctx),
-                                        "target_rank_min": min(tgt), "target_rank_max": max(tgt)},
+                                        "target_rank_min": min(tgt), "target_rank_max": max(tgt),
+                                        "final_val_loss_min": min(finals), "final_val_loss_max": max(finals)},
                               "seed_literal": {"usage": SEED.usage, "context_rank": SEED.context_rank,
-                                               "target_rank": SEED.target_rank}}, sort_keys=False))
+                                               "target_rank": SEED.target_rank,
+                                               "final_val_loss": SEED.final_val_loss}}, sort_keys=False))
     atomic_write_text(target_file, text)
     shown = target_file.relative_to(ROOT) if target_file.is_relative_to(ROOT) else target_file
     summary = {"command": command("calibrate"), "rule": rule, "file": str(shown),
                "calibrated": targets.as_dict(), "seed": SEED.as_dict(),
-               "no_vq": {"context_rank": [min(ctx), max(ctx)], "target_rank": [min(tgt), max(tgt)]}}
+               "no_vq": {"context_rank": [min(ctx), max(ctx)], "target_rank": [min(tgt), max(tgt)],
+                         "final_val_loss": [min(finals), max(finals)]}}
     atomic_write_json(docs / "calibrate.json", summary)
     return summary
 
@@ -299,17 +320,18 @@ def stage_rankcorr(workers: int = 2, n: int = RANKCORR_CONFIGS, epochs: int = RA
 def summarise_rankcorr(n: int = RANKCORR_CONFIGS, epochs: int = RANKCORR_EPOCHS,
                        seeds: tuple[int, ...] = RANKCORR_SEEDS, space_path: str = RANKCORR_SPACE,
                        docs: Path = DOCS, runs: Path = RUNS) -> dict:
-    """Scores at the last epoch under each target set, their Spearman correlation across the two
-    seeds, how often the 'every target met' verdict agrees across seeds, and the correlation of
-    val loss alone (the score's order among configs that meet every target)."""
+    """The search's score (search/score.py: run_score) at the last epoch under each target set, its
+    Spearman correlation across the two seeds, how often the checklist's pass count agrees across
+    seeds, and the cross-seed correlation of each candidate tie-break among configs with the same
+    pass count: the health margin (what the score uses) and val loss (what it used before)."""
     from scipy.stats import spearmanr
 
-    from search.score import composite_score
+    from search.score import health_margin, items_passed, run_score
 
     params = sample_configs(space_path, n, RANKCORR_SAMPLER_SEED)
     target_sets = {"calibrated": calibrated(), "seed": SEED}
     scores = {name: {s: [] for s in seeds} for name in target_sets}
-    val = {s: [] for s in seeds}
+    tiebreaks = {"health margin": {s: [] for s in seeds}, "val loss": {s: [] for s in seeds}}
     table = []
     for i, p in enumerate(params):
         row = {"config": f"cfg{i:02d}", "params": p, "runs": {}}
@@ -318,12 +340,13 @@ def summarise_rankcorr(n: int = RANKCORR_CONFIGS, epochs: int = RANKCORR_EPOCHS,
             last = rows[-1] if rows else {}
             entry = row["runs"].setdefault(str(s), {})
             for name, t in target_sets.items():
-                value = (composite_score(last["codebook/usage"], last["rank/context"], last["rank/target"],
-                                         last["val/loss"], t.usage, t.context_rank, t.target_rank)
-                         if last else math.nan)
+                value = run_score(rows, epochs, t) if rows else math.nan
                 scores[name][s].append(value)
                 entry[f"score_{name}"] = value
-            val[s].append(last.get("val/loss", math.nan))
+            usage_min = min((r["codebook/usage"] for r in rows), default=math.nan)
+            tiebreaks["health margin"][s].append(
+                health_margin(usage_min, last["rank/context"], last["rank/target"], calibrated()) if last else math.nan)
+            tiebreaks["val loss"][s].append(-last.get("val/loss", math.nan))  # higher is better, as the margin
             entry.update({k: last.get(k, math.nan) for k in ("codebook/usage", "rank/context", "rank/target",
                                                              "val/loss", "codes/nmi_colour", "codes/nmi_chance")})
         table.append(row)
@@ -331,15 +354,16 @@ def summarise_rankcorr(n: int = RANKCORR_CONFIGS, epochs: int = RANKCORR_EPOCHS,
     corr = {}
     for name in target_sets:
         rho, p_value = spearmanr(scores[name][a], scores[name][b])
-        met_a = [x > 1 for x in scores[name][a]]
-        met_b = [x > 1 for x in scores[name][b]]
+        pass_a = [items_passed(x) for x in scores[name][a]]
+        pass_b = [items_passed(x) for x in scores[name][b]]
         corr[name] = {"spearman": float(rho), "p_value": float(p_value),
-                      "met_both": sum(x and y for x, y in zip(met_a, met_b)),
-                      "verdict_agrees": sum(x == y for x, y in zip(met_a, met_b)), "configs": len(met_a)}
-    val_rho = spearmanr(val[a], val[b])[0]
+                      "passed_agrees": sum(x == y for x, y in zip(pass_a, pass_b)), "configs": len(pass_a),
+                      "passed_range": [min(pass_a + pass_b), max(pass_a + pass_b)]}
+    tiebreak_rho = {k: float(spearmanr(v[a], v[b])[0]) for k, v in tiebreaks.items()}
     summary = {"command": command("rankcorr"), "space": space_path, "configs": n, "epochs": epochs,
                "seeds": list(seeds), "targets": {k: t.as_dict() for k, t in target_sets.items()},
-               "correlation": corr, "val_loss_spearman": float(val_rho), "table": table}
+               "correlation": corr, "tiebreak_spearman": tiebreak_rho,
+               "val_loss_spearman": tiebreak_rho["val loss"], "table": table}
     atomic_write_json(docs / "rankcorr.json", summary)
     _plot_rankcorr(scores, a, b, corr, docs / "rankcorr.png")
     return summary
@@ -362,8 +386,203 @@ def _plot_rankcorr(scores: dict, a: int, b: int, corr: dict, path: Path) -> None
     plt.close(fig)
 
 
+# --------------------------------------------------------------------------------------------
+# main: the README's main command, its winner retrained with fresh seeds (scripts/verify.py)
+
+
+def stage_main(workers: int = 2, exp_dir: Path | None = None, verify_seeds: int = MAIN_VERIFY_SEEDS,
+               production: Path = PRODUCTION_CONFIG, docs: Path = DOCS) -> dict:
+    """Run (or resume, or reuse) the main command's search under results/study-main, verify its
+    winner over fresh seeds, write configs/stable_production.yaml from it, then summarise."""
+    exp_dir = exp_dir or ROOT / "results" / MAIN_NAME
+    if not (exp_dir / "best_trial.json").is_file():
+        cmd = [sys.executable, str(ROOT / "scripts" / "search.py"), MAIN_SPACE, "--name", exp_dir.name,
+               "--storage", str(exp_dir.parent), "--max-concurrent", str(workers)]
+        subprocess.run(cmd + (["--resume"] if exp_dir.is_dir() else []), cwd=ROOT, check=True)
+    if not (exp_dir / "verify.json").is_file():
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "verify.py"), str(exp_dir), "--seeds",
+                        str(verify_seeds), "--top", "1", "--jobs", str(workers)], cwd=ROOT, check=True)
+    write_production_config(exp_dir, production)
+    return summarise_main(exp_dir, docs)
+
+
+def write_production_config(exp_dir: Path, path: Path = PRODUCTION_CONFIG) -> None:
+    """configs/stable_production.yaml: the verified winner's resolved config, run for 80 epochs."""
+    best = read_json(exp_dir / "best_trial.json")
+    config = yaml.safe_load((exp_dir / "best_config.yaml").read_text())
+    config["name"] = "stable_production"
+    config["seed"] = 0
+    config["training"]["epochs"] = PRODUCTION_EPOCHS
+    config["training"]["num_threads"] = 1
+    shown = exp_dir.relative_to(ROOT) if exp_dir.is_relative_to(ROOT) else exp_dir
+    header = (f"# The winner of the README's main command (`python scripts/search.py {MAIN_SPACE}`), trial "
+              f"{best.get('trial_id')} of {shown},\n# verified over fresh seeds by scripts/verify.py, run for "
+              f"{PRODUCTION_EPOCHS} epochs. Written by `{command('main')}`;\n# checked over 3 fresh seeds x "
+              f"{PRODUCTION_EPOCHS} epochs by `{command('production')}` (docs/study.md).\n")
+    atomic_write_text(path, header + yaml.safe_dump(config, sort_keys=False))
+
+
+def _items(rows: list[dict], planned: int, targets: Targets) -> dict:
+    from search.checklist import evaluate_checklist, format_item
+
+    return {k: {"pass": v["pass"], "label": v["label"], "shown": format_item(v)}
+            for k, v in evaluate_checklist(rows, planned, targets).items()}
+
+
+def summarise_main(exp_dir: Path, docs: Path = DOCS) -> dict:
+    """docs/study/main.json (+ main_curves.png, main_params.png) from the experiment's files."""
+    from search.export import read_trials
+    from search.report import write_report
+    from search.score import items_passed
+    from search.targets import read_judging
+
+    write_report(exp_dir)
+    docs.mkdir(parents=True, exist_ok=True)
+    for name in ("curves.png", "params.png"):
+        if (exp_dir / name).is_file():
+            shutil.copy2(exp_dir / name, docs / f"main_{name}")
+    judging = read_judging(exp_dir)
+    space = yaml.safe_load((exp_dir / "space.yaml").read_text())
+    planned = space["budget"]["max_epochs"]
+    trials = []
+    for t in read_trials(exp_dir):
+        rows = read_jsonl(t.path / "run" / "metrics.jsonl")
+        if not rows:
+            continue
+        trials.append({"trial_id": t.trial_id, "status": t.status, "epochs": rows[-1]["epoch"],
+                       "score": t.final("score"), "passed": items_passed(t.final("score")), "params": t.params,
+                       "first_refresh_epoch": first_refresh(rows), "items": _items(rows, planned, judging.targets),
+                       "start": read_json(t.path / "run" / "placement.json").get("start", math.nan),
+                       "end": read_json(t.path / "run" / "placement.json").get("end", math.nan)})
+    trials.sort(key=lambda t: -t["score"] if math.isfinite(t["score"]) else math.inf)
+    full = [t for t in trials if t["epochs"] >= planned]
+    item_keys = list(trials[0]["items"]) if trials else []
+    verify = read_json(exp_dir / "verify.json")
+    starts = [t["start"] for t in trials if math.isfinite(t["start"])]
+    ends = [t["end"] for t in trials if math.isfinite(t["end"])]
+    summary = {"command": command("main"), "search_command": f"python scripts/search.py {MAIN_SPACE}",
+               "experiment": str(exp_dir.relative_to(ROOT) if exp_dir.is_relative_to(ROOT) else exp_dir),
+               "budget": space["budget"], "targets": judging.targets.as_dict(),
+               "statuses": {st: sum(t["status"] == st for t in trials) for st in sorted({t["status"] for t in trials})},
+               "trials_span_s": (max(ends) - min(starts)) if starts and ends else math.nan,
+               "best": read_json(exp_dir / "best_trial.json"), "top": trials[:5],
+               "full_budget_trials": len(full),
+               "item_pass_counts_full_budget": {k: sum(t["items"][k]["pass"] for t in full) for k in item_keys},
+               "verify": verify}
+    atomic_write_json(docs / "main.json", summary)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# production: configs/stable_production.yaml over 3 fresh seeds for its full 80 epochs
+
+
+def stage_production(workers: int = 3, seeds: tuple[int, ...] = PRODUCTION_SEEDS, config: Path = PRODUCTION_CONFIG,
+                     epochs: int | None = None, overrides: tuple[str, ...] = (), docs: Path = DOCS,
+                     runs: Path = RUNS) -> dict:
+    """Train the production config afresh with each seed (all at once, one thread each), then summarise."""
+    if not config.is_file():
+        raise SystemExit(f"{config} is missing: run `{command('main')}` first")
+    results = runs / "production"
+    extra = [f"training.epochs={epochs}"] if epochs else []
+    jobs = [(config, f"stable_production-seed{s}", results, [f"seed={s}", "training.num_threads=1", *extra, *overrides])
+            for s in seeds]
+    for run in _run_many(jobs, max(workers, len(seeds))):
+        if run.error:
+            print(f"{run.name} failed:\n{run.error}", file=sys.stderr)
+    return summarise_production(seeds, config, docs, runs, epochs)
+
+
+def summarise_production(seeds: tuple[int, ...] = PRODUCTION_SEEDS, config: Path = PRODUCTION_CONFIG,
+                         docs: Path = DOCS, runs: Path = RUNS, epochs: int | None = None) -> dict:
+    planned = epochs or yaml.safe_load(config.read_text())["training"]["epochs"]
+    target_sets = {"calibrated": calibrated(), "seed": SEED}
+    summary = {"command": command("production"), "config": str(config.relative_to(ROOT) if config.is_relative_to(ROOT)
+                                                                   else config),
+               "epochs": planned, "seeds": list(seeds), "runs": [], "pass_rates": {}}
+    for s in seeds:
+        run_dir = runs / "production" / f"stable_production-seed{s}"
+        rows = read_jsonl(run_dir / "metrics.jsonl")
+        status = read_json(run_dir / "status.json").get("status", "missing")
+        entry = _run_summary("stable_production", run_dir.name, TrainRun(run_dir.name, rows=rows, status=status), planned)
+        entry["items"] = {name: _items(rows, planned, t) if rows else {} for name, t in target_sets.items()}
+        summary["runs"].append(entry)
+    for name in target_sets:
+        keys = next((list(r["items"][name]) for r in summary["runs"] if r["items"][name]), [])
+        summary["pass_rates"][name] = {k: sum(r["items"][name].get(k, {}).get("pass", False) for r in summary["runs"])
+                                       for k in keys}
+    atomic_write_json(docs / "production.json", summary)
+    plot_runs(summary["runs"], docs / "production.png", f"{summary['config']} over seeds {list(seeds)}, {planned} epochs")
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# fixes: the seed's fixes, FSQ, the codebook counter-measures and order-aware context, 3 seeds each
+
+
+def stage_fixes(workers: int = 2, epochs: int = FIXES_EPOCHS, seeds: tuple[int, ...] = FIXES_SEEDS,
+                variants: tuple[tuple[str, str, tuple[str, ...]], ...] = FIXES, overrides: tuple[str, ...] = (),
+                docs: Path = DOCS, runs: Path = RUNS) -> dict:
+    """Train each (name, config, overrides) variant with each seed afresh, then summarise."""
+    results = runs / "fixes"
+    jobs = [(ROOT / "configs" / f"{config}.yaml", f"{_slug(name)}-seed{s}", results,
+             [f"seed={s}", f"training.epochs={epochs}", "training.num_threads=1", *extra, *overrides])
+            for name, config, extra in variants for s in seeds]
+    for run in _run_many(jobs, workers):
+        if run.error:
+            print(f"{run.name} failed:\n{run.error}", file=sys.stderr)
+    return summarise_fixes(epochs, seeds, variants, docs, runs)
+
+
+def _slug(name: str) -> str:
+    """A variant's name as a run name: 'k-means init' -> 'k-means_init'."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+
+
+def summarise_fixes(epochs: int = FIXES_EPOCHS, seeds: tuple[int, ...] = FIXES_SEEDS,
+                    variants: tuple[tuple[str, str, tuple[str, ...]], ...] = FIXES, docs: Path = DOCS,
+                    runs: Path = RUNS) -> dict:
+    """Per variant: each item's pass count over the seeds, and the mean and spread of val loss and
+    the ranks (the order-aware context question) at the last epoch."""
+    import statistics
+
+    targets = calibrated()
+    summary = {"command": command("fixes"), "epochs": epochs, "seeds": list(seeds), "targets": targets.as_dict(),
+               "variants": []}
+    for name, config, extra in variants:
+        per_seed = []
+        for s in seeds:
+            run_dir = runs / "fixes" / f"{_slug(name)}-seed{s}"
+            rows = read_jsonl(run_dir / "metrics.jsonl")
+            if rows:
+                per_seed.append({"seed": s, "status": read_json(run_dir / "status.json").get("status", "missing"),
+                                 "epochs": rows[-1]["epoch"], "items": _items(rows, epochs, targets),
+                                 "first_refresh_epoch": first_refresh(rows),
+                                 **{k: _final(rows, k) for k in ("val/loss", "rank/context", "rank/target",
+                                                                  "codebook/usage", "codes/nmi_colour")}})
+        keys = list(per_seed[0]["items"]) if per_seed else []
+
+        def stats(key: str) -> dict:
+            xs = [r[key] for r in per_seed if math.isfinite(r[key])]
+            return {"mean": statistics.fmean(xs) if xs else math.nan,
+                    "std": statistics.pstdev(xs) if len(xs) > 1 else math.nan}
+
+        summary["variants"].append({
+            "name": name, "config": f"configs/{config}.yaml", "overrides": list(extra), "runs": len(per_seed),
+            "pass_counts": {k: sum(r["items"][k]["pass"] for r in per_seed) for k in keys},
+            "labels": {k: per_seed[0]["items"][k]["label"] for k in keys} if per_seed else {},
+            "passed_all_in_every_seed": bool(per_seed) and all(all(i["pass"] for i in r["items"].values())
+                                                              for r in per_seed),
+            **{key: stats(key) for key in ("val/loss", "rank/context", "rank/target", "codebook/usage",
+                                           "codes/nmi_colour")},
+            "seeds": per_seed})
+    atomic_write_json(docs / "fixes.json", summary)
+    return summary
+
+
 STAGES = {"collapse": stage_collapse, "confirm": stage_confirm, "calibrate": stage_calibrate,
-          "rankcorr": stage_rankcorr}
+          "rankcorr": stage_rankcorr, "main": stage_main,
+          "production": stage_production, "fixes": stage_fixes}
 
 
 def run_stage(stage: str, workers: int) -> None:

@@ -1,7 +1,8 @@
 """The Ray adapter: Ray's config dict in, the trainer's typed config out, one report per epoch.
 
 This is the only place a trial touches dicts. Each report carries every trainer metric plus
-`score` (search/score.py; its value at the trial's last epoch is the trial's objective),
+`score` (search/score.py: the checklist judged on the run so far plus a health margin; its value
+at the trial's last epoch is the trial's objective), `checklist/passed`,
 `score/best` (best score so far, for information), `trial/finished` (1.0 on the trainer's own last epoch, so a trial that
 ends without it was stopped by ASHA or the collapse stopper) and a checkpoint, so ASHA can
 pause a trial and Ray can resume it.
@@ -32,7 +33,7 @@ from model.io import atomic_write_json
 
 from search.checklist import evaluate_checklist
 from search.export import read_jsonl
-from search.score import diverged_score, epoch_score
+from search.score import diverged_score, objective_score
 from search.space import LoadedSpace
 
 
@@ -61,23 +62,26 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
     targets = objective.resolved_targets()
     sign = 1 if objective.mode == "max" else -1
     best = {"score": -sign * math.inf}
+    latest = {}
 
-    def scalars(metrics: dict) -> dict[str, float]:
-        """score, score/best and the checklist's deciding values, for the trainer's TensorBoard run."""
-        score = epoch_score(metrics, objective)
-        best["score"] = max(best["score"], score) if sign > 0 else min(best["score"], score)
+    def scalars(metrics: dict, final: bool) -> dict[str, float]:
+        """This epoch's score (judged on the whole run so far, search/score.py), score/best and the
+        checklist's deciding values, for the trainer's TensorBoard run and this epoch's report."""
         history = read_jsonl(run_dir / "metrics.jsonl")  # the whole run so far, a restored one too
+        # judged against the whole budget: "ran all epochs" passes only at the trial's last epoch,
+        # so a trial stopped by ASHA never outranks one that ran its budget on that item
+        score = objective_score(history, epochs, objective)
+        best["score"] = max(best["score"], score) if sign > 0 else min(best["score"], score)
         items = evaluate_checklist(history, epochs, targets)
         values = {f"checklist/{k}": float(i["value"]) for k, i in items.items()
                   if isinstance(i["value"], (int, float))}
-        return {"score": score, "score/best": best["score"], **values,
-                "checklist/passed": float(sum(i["pass"] for i in items.values()))}
+        latest.update(score=score, passed=float(sum(i["pass"] for i in items.values())))
+        return {"score": score, "score/best": best["score"], **values, "checklist/passed": latest["passed"]}
 
     def report(metrics: dict, checkpoint_dir: Path, final: bool) -> None:
-        score = epoch_score(metrics, objective)
         atomic_write_json(run_dir / "placement.json", {**placement, "end": time.time()})  # latest report
-        tune.report({**metrics, "score": score, "score/best": best["score"], "trial/finished": float(final),
-                     "trial/diverged": 0.0},
+        tune.report({**metrics, "score": latest["score"], "score/best": best["score"],
+                     "checklist/passed": latest["passed"], "trial/finished": float(final), "trial/diverged": 0.0},
                     checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     try:

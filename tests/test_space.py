@@ -4,7 +4,7 @@ import optuna
 import pytest
 
 from model.config import ConfigError
-from search.score import DIVERGED_SCORE, composite_score
+from search.score import DIVERGED_SCORE, health_margin, items_passed, run_score
 from search.space import DefineByRun, load_space
 from tests.conftest import ROOT
 
@@ -97,16 +97,50 @@ def test_define_by_run_honours_conditions_and_bounds(tmp_path):
     assert seen_refresh == {True, False}
 
 
-def test_score_collapsed_below_healthy_and_bounded():
-    healthy_worst = composite_score(0.151, 10.01, 20.01, val_loss=1e6)
-    nearly = composite_score(0.149, 100, 100, val_loss=0.0)  # misses one target
-    collapsed = composite_score(0.017, 1.4, 2.4, val_loss=9.18)  # the seed's sixth run
-    assert collapsed < nearly < 1.0 < healthy_worst <= 2.0
-    assert composite_score(0.2, 12, 25, 1.0) > composite_score(0.2, 12, 25, 2.0)  # val loss breaks ties
-    # increasing in each metric below its target, flat above it
-    assert composite_score(0.05, 5, 5, 1) < composite_score(0.10, 5, 5, 1) < composite_score(0.10, 8, 5, 1)
-    assert composite_score(0.10, 50, 5, 1) == composite_score(0.10, 10, 5, 1)
-    assert composite_score(math.nan, 5, 5, 1) == composite_score(0.0, 5, 5, 1)  # no codes: usage 0
-    assert composite_score(0.2, 12, 25, math.nan) == DIVERGED_SCORE < collapsed
-    # hand value: usage 0.075 -> 0.5, ranks 5/10 -> 0.5, 20/20 -> 1: mean 2/3
-    assert abs(composite_score(0.075, 5, 20, 3.0) - 2 / 3) < 1e-12
+def _row(epoch, usage=0.2, ctx=12.0, tgt=25.0, val=5.0, gmean=10.0, gmax=20.0):
+    return {"epoch": epoch, "codebook/usage": usage, "rank/context": ctx, "rank/target": tgt, "val/loss": val,
+            "grad/norm_mean": gmean, "grad/norm_max": gmax}
+
+
+def test_health_margin_hand_values():
+    # ratios 0.3/0.15 = 2, 10/10 = 1, 5/20 = 0.25: geometric mean (2 * 1 * 0.25)^(1/3) = 0.5^(1/3)
+    assert abs(health_margin(0.3, 10.0, 5.0) - 0.5 ** (1 / 3)) < 1e-12
+    # weights (2, 1, 0): (2^2 * 1)^(1/3) = 4^(1/3); the zero-weighted ratio is ignored
+    assert abs(health_margin(0.3, 10.0, 5.0, weights=(2.0, 1.0, 0.0)) - 4 ** (1 / 3)) < 1e-12
+    assert health_margin(0.0, 10.0, 20.0) == 0.0 == health_margin(math.nan, 10.0, 20.0)  # no codes
+
+
+def test_score_is_the_checklist_pass_count_then_the_margin():
+    healthy = [_row(1), _row(2, val=4.0)]  # every seed item passes over 2 planned epochs
+    s = run_score(healthy, 2)
+    m = health_margin(0.2, 12.0, 25.0)
+    assert abs(s - (8 + m / (1 + m))) < 1e-12 and items_passed(s) == 8
+    # usage judged throughout: one low epoch at the start costs the item for good
+    low_start = [_row(1, usage=0.04), _row(2, usage=0.9, ctx=40.0, tgt=80.0, val=4.0)]
+    assert items_passed(run_score(low_start, 2)) == 7 and run_score(low_start, 2) < s
+    # a grad spike, an early stop, a val-loss spike: one item each
+    assert items_passed(run_score([_row(1), _row(2, gmax=151.0)], 2)) == 7
+    assert items_passed(run_score(healthy, 3)) == 7  # the trainer stopped at 2 of 3 planned epochs
+    assert items_passed(run_score([_row(1, val=2.0), _row(2, val=4.5)], 2)) == 7
+    # within a pass count, the margin decides
+    assert run_score([_row(1), _row(2, ctx=30.0)], 2) > run_score(healthy, 2)
+    # the seed's sixth run (usage 1.7%, ranks 1.4 and 2.4, val 9.18) scores below a healthy run
+    collapsed = [_row(1, usage=0.24, val=10.0), _row(2, usage=0.017, ctx=1.4, tgt=2.4, val=9.18)]
+    assert run_score(collapsed, 2) < 5 < s
+    assert run_score([_row(1, val=math.nan)], 1) == DIVERGED_SCORE < run_score(collapsed, 2)
+    assert run_score([], 1) == DIVERGED_SCORE and items_passed(DIVERGED_SCORE) is None
+
+
+def test_progress_line_counts_and_estimates():
+    from search.runner import progress_line
+
+    trials = [{"status": "TERMINATED", "trial_id": "a", "epoch": 3, "score": 5.2},
+              {"status": "TERMINATED", "trial_id": "b", "epoch": 9, "score": 6.7},
+              {"status": "RUNNING", "trial_id": "c", "epoch": 2, "score": 4.1},
+              {"status": "PENDING", "trial_id": "d", "epoch": None, "score": None}]
+    line = progress_line(trials, 10, elapsed_s=240.0)
+    # 2 ended in 4 min: 2 min a trial, 8 to go -> about 16 min
+    assert line == ("Progress: 2/10 trials ended, 1 running | 14 trial-epochs | best score 6.70000 (trial b) | "
+                    "4.0 min elapsed, about 16 min left at this pace")
+    assert "(trial c)" in progress_line(trials, 10, 240.0, mode="min")  # a collapse search's best is the lowest
+    assert progress_line([], 4, 0.0) == "Progress: 0/4 trials ended, 0 running | 0 trial-epochs | 0.0 min elapsed"

@@ -8,7 +8,7 @@ import yaml
 from scipy.stats import spearmanr
 
 from search import study
-from search.score import composite_score
+from search.score import items_passed, run_score
 from search.study_doc import write_study_doc
 from search.targets import CALIBRATION_RATIO, calibrated
 
@@ -38,25 +38,58 @@ def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
     assert cal["calibrated"]["context_rank"] == expected
     assert calibrated(targets_file).context_rank == expected  # what the spaces will read
     assert yaml.safe_load(targets_file.read_text())["seed_literal"] == {"usage": 0.15, "context_rank": 10.0,
-                                                                      "target_rank": 20.0}
+                                                                      "target_rank": 20.0, "final_val_loss": 8.0}
+    finals = [json.loads((runs / "confirm" / f"diagnostic_no_vq-seed{s}" / "metrics.jsonl").read_text()
+                         .splitlines()[-1])["val/loss"] for s in (0, 1)]
+    assert calibrated(targets_file).final_val_loss == round(max(finals) * 8 / 7.75, 2)
 
     corr = study.stage_rankcorr(workers=2, n=3, epochs=1, seeds=(0, 1), overrides=TINY, docs=docs, runs=runs)
     assert len(corr["table"]) == 3
     seed_scores = {s: [] for s in (0, 1)}
     for i in range(3):
         for s in (0, 1):
-            last = json.loads((runs / "rankcorr" / f"cfg{i:02d}-seed{s}" / "metrics.jsonl").read_text()
-                              .splitlines()[-1])
-            seed_scores[s].append(composite_score(last["codebook/usage"], last["rank/context"],
-                                                  last["rank/target"], last["val/loss"]))
+            rows = [json.loads(x) for x in (runs / "rankcorr" / f"cfg{i:02d}-seed{s}" / "metrics.jsonl")
+                    .read_text().splitlines()]
+            seed_scores[s].append(run_score(rows, 1))  # the search's score with the seed's targets
     rho = spearmanr(seed_scores[0], seed_scores[1])[0]
     got = corr["correlation"]["seed"]["spearman"]
     assert (math.isnan(rho) and math.isnan(got)) or got == pytest.approx(rho)
-    met = [[x > 1 for x in seed_scores[s]] for s in (0, 1)]
-    assert corr["correlation"]["seed"]["verdict_agrees"] == sum(x == y for x, y in zip(*met))
-    assert corr["correlation"]["seed"]["met_both"] == sum(x and y for x, y in zip(*met))
+    passed = [[items_passed(x) for x in seed_scores[s]] for s in (0, 1)]
+    assert corr["correlation"]["seed"]["passed_agrees"] == sum(x == y for x, y in zip(*passed))
+    assert set(corr["tiebreak_spearman"]) == {"health margin", "val loss"}
+
+    # production: a config written from an experiment's winner, trained with fresh seeds, judged item by item
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "best_config.yaml").write_text((study.ROOT / "configs" / "sixth_run.yaml").read_text())
+    (exp / "best_trial.json").write_text(json.dumps({"trial_id": "abc"}))
+    production = tmp_path / "stable_production.yaml"
+    study.write_production_config(exp, production)
+    cfg = yaml.safe_load(production.read_text())
+    assert cfg["name"] == "stable_production" and cfg["training"]["epochs"] == study.PRODUCTION_EPOCHS
+    assert "trial abc" in production.read_text() and cfg["vq"] == yaml.safe_load(
+        (study.ROOT / "configs" / "sixth_run.yaml").read_text())["vq"]
+    prod = study.stage_production(workers=2, seeds=(7, 8), config=production, epochs=2, overrides=TINY,
+                                  docs=docs, runs=runs)
+    assert [r["name"] for r in prod["runs"]] == ["stable_production-seed7", "stable_production-seed8"]
+    assert all(r["epochs"] == 2 for r in prod["runs"])
+    rates = prod["pass_rates"]["calibrated"]
+    assert rates["completed_all_epochs"] == 2  # judged against the 2 epochs it was asked to run
+    assert all(0 <= c <= 2 for c in rates.values()) and (docs / "production.png").is_file()
+
+    variants = (("sixth_run (mean)", "sixth_run", ()), ("k-means init", "sixth_run", ("vq.init=kmeans",)),
+                ("context last", "context_last", ()))
+    fixes = study.stage_fixes(workers=2, epochs=1, seeds=(0,), variants=variants, overrides=TINY, docs=docs, runs=runs)
+    assert [v["name"] for v in fixes["variants"]] == [v[0] for v in variants]
+    kmeans = yaml.safe_load((runs / "fixes" / "k-means_init-seed0" / "config.yaml").read_text())
+    assert kmeans["vq"]["init"] == "kmeans"  # the variant's override reached the run
+    for v in fixes["variants"]:
+        assert v["runs"] == 1 and set(v["pass_counts"].values()) <= {0, 1}
 
     out = write_study_doc(docs, tmp_path / "study.md")
     text = out.read_text()
+    assert "**Answer (order-aware context against mean pooling).** context last: val loss" in text
     assert "`sixth_run` shows the seed's signature in" in text and "Spearman" in text
+    assert "## 7. The production config over 80 epochs" in text and "over 2 epochs" in text
+    assert "Not run yet: `python scripts/study.py main`" in text
     assert "Not run yet: `python scripts/study.py collapse`" in text  # a stage without a summary says so

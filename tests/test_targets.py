@@ -7,7 +7,7 @@ import pytest
 
 from search import targets as T
 from search.checklist import evaluate_checklist
-from search.score import composite_score, diverged_score, epoch_score, goal_mode
+from search.score import diverged_score, goal_mode, objective_score, run_score
 from search.space import load_space
 from tests.conftest import ROOT
 
@@ -35,13 +35,16 @@ def test_seed_signature_needs_low_usage_and_low_rank_in_the_same_epoch_within_30
 
 
 def test_calibration_rule_and_file(tmp_path):
-    t = T.calibrate_from([12.0, 15.0, 20.0], [18.0, 19.0])
-    assert (t.usage, t.context_rank, t.target_rank) == (0.15, 9.6, 14.4)
+    t = T.calibrate_from([12.0, 15.0, 20.0], [18.0, 19.0], [12.0, 15.5])
+    # 0.8 x the lowest ranks; (8 / 7.75) x the highest final val loss: 15.5 * 8 / 7.75 = 16
+    assert (t.usage, t.context_rank, t.target_rank, t.final_val_loss) == (0.15, 9.6, 14.4, 16.0)
     path = tmp_path / "calibrated_targets.yaml"
     assert T.calibrated(path) == T.SEED  # no file: the seed's
-    path.write_text("rule: test\ntargets: {usage: 0.15, context_rank: 9.6, target_rank: 14.4}\n")
+    path.write_text("rule: test\ntargets: {usage: 0.15, context_rank: 9.6, target_rank: 14.4, final_val_loss: 16}\n")
     got = T.calibrated(path)
-    assert (got.context_rank, got.target_rank) == (9.6, 14.4) and "calibrated" in got.source
+    assert (got.context_rank, got.target_rank, got.final_val_loss) == (9.6, 14.4, 16.0) and "calibrated" in got.source
+    path.write_text("rule: test\ntargets: {usage: 0.15, context_rank: 9.6, target_rank: 14.4}\n")
+    assert T.calibrated(path).final_val_loss == T.SEED.final_val_loss  # a file from before the val-loss bar
 
 
 def test_judging_is_frozen_per_experiment(tmp_path):
@@ -54,24 +57,22 @@ def test_judging_is_frozen_per_experiment(tmp_path):
 
 def test_score_and_checklist_follow_the_targets():
     lower = T.Targets(0.15, 8.0, 15.0, "test")
-    m = dict(usage=0.5, rank_context=9.0, rank_target=16.0, val_loss=1.0)
-    assert composite_score(**m) < 1 <= composite_score(**m, usage_target=lower.usage,
-                                                        context_rank_target=lower.context_rank,
-                                                        target_rank_target=lower.target_rank)
     history = [{"epoch": 1, "codebook/usage": 0.5, "rank/context": 9.0, "rank/target": 16.0, "val/loss": 1.0,
                 "grad/norm_mean": 1.0, "grad/norm_max": 2.0}]
+    assert int(run_score(history, 1, lower)) == int(run_score(history, 1)) + 2  # both rank items pass
     assert not evaluate_checklist(history, 1)["context_rank"]["pass"]
     assert evaluate_checklist(history, 1, lower)["context_rank"]["pass"]
 
 
 def test_goal_collapse_minimises_and_never_rewards_divergence(tmp_path):
     assert goal_mode("health") == "max" and goal_mode("collapse") == "min"
-    assert diverged_score("health") < 0 and diverged_score("collapse") > 2  # worst under each mode
+    assert diverged_score("health") < 0 and diverged_score("collapse") > 9  # worst under each mode
     loaded = load_space(ROOT / "spaces" / "collapse.yaml")
     o = loaded.space.objective
     assert o.goal == "collapse" and o.mode == "min" and o.resolved_targets() == T.SEED
-    metrics = {"codebook/usage": 0.01, "rank/context": 1.4, "rank/target": 2.4, "val/loss": 9.0}
-    assert epoch_score(metrics, o) < 0.2
+    history = [{"epoch": 1, "codebook/usage": 0.01, "rank/context": 1.4, "rank/target": 2.4, "val/loss": 9.0,
+                "grad/norm_mean": 60.0, "grad/norm_max": 200.0}]  # only "ran all epochs" and "no spike" pass
+    assert 2 <= objective_score(history, 1, o) < 2.2
 
 
 def test_space_target_overrides_and_collapse_with_pareto_rejected(tmp_path):

@@ -1,0 +1,219 @@
+"""A search on a two-node Ray cluster whose second node cannot see the driver's disk, with its
+results in object storage (an S3-compatible server on 127.0.0.1: moto's server mode).
+
+The second node runs in its own mount namespace (`unshare -m`) with a tmpfs over the storage
+folder, as a real worker machine would: it shares no disk with the driver there. A local
+--storage folder must then be refused before any trial starts; an s3:// URI must work, from
+trials on both nodes through a worker killed on the second node and a driver killed with
+SIGKILL, to the best config exported back out of the bucket."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from tests.conftest import ROOT, run_script
+
+pytestmark = pytest.mark.slow
+RAY = str(Path(sys.executable).parent / "ray")
+BUCKET = "arc-jepa-test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 300, every: float = 0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.fixture(scope="module")
+def s3_env():
+    """moto's S3 server on a free port, a bucket in it, and the AWS variables that point at it."""
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("moto.server")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        wait_for(lambda: _up(client), timeout=60)
+        client.create_bucket(Bucket=BUCKET)
+        yield env, client
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _up(client) -> bool:
+    try:
+        client.list_buckets()
+        return True
+    except Exception:  # the server is still starting
+        return False
+
+
+def keys(client, prefix: str) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def read_key(client, key: str) -> str:
+    return client.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+
+
+@pytest.fixture(scope="module")
+def blind_cluster(tmp_path_factory, s3_env):
+    """Head node (1 CPU) here; a second node (1 CPU) in its own mount namespace, where the
+    folder `hidden` is an empty tmpfs. Every Ray process gets the S3 variables."""
+    base = tmp_path_factory.mktemp("blind")
+    hidden = base / "results"
+    hidden.mkdir()
+    port = free_port()
+    env = {**os.environ, **s3_env[0], "RAY_AUTH_MODE": "token"}  # Ray's CLI sends the token only in this mode
+    try:
+        head = subprocess.run([RAY, "start", "--head", "--num-cpus=1", f"--port={port}", "--include-dashboard=false",
+                               "--disable-usage-stats"], capture_output=True, text=True, timeout=120, env=env)
+        assert head.returncode == 0, head.stderr
+        worker = subprocess.run(["unshare", "-m", "sh", "-c",
+                                 f"mount -t tmpfs tmpfs {hidden} && exec {RAY} start --address=127.0.0.1:{port} "
+                                 "--num-cpus=1 --disable-usage-stats"],
+                                capture_output=True, text=True, timeout=120, env=env)
+        if worker.returncode != 0 and ("unshare" in worker.stderr or "mount" in worker.stderr):
+            reason = f"no private mount namespace here: {worker.stderr.strip()[:300]}"
+            print(reason)
+            pytest.skip(reason)
+        assert worker.returncode == 0, worker.stderr
+        yield {"address": f"127.0.0.1:{port}", "hidden": hidden, "base": base, "env": env}
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+def write_space(path: Path, budget: str, max_tasks: int = 60) -> Path:
+    text = (ROOT / "spaces" / "smoke.yaml").read_text().replace("../configs/", f"{ROOT}/configs/")
+    text = text.replace("data.max_tasks: 60", f"data.max_tasks: {max_tasks}")
+    path.write_text(text.split("budget:")[0] + budget)
+    return path
+
+
+def other_mount_namespace(pid: int) -> bool:
+    """Whether process pid runs in another mount namespace than this test (the second node)."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return False
+
+
+def test_a_local_folder_a_node_cannot_see_is_refused(blind_cluster):
+    hidden = blind_cluster["hidden"]
+    proc = run_script("scripts/search.py", "spaces/smoke.yaml", "--storage", str(hidden), "--name", "local",
+                      "--address", blind_cluster["address"], timeout=300, env=blind_cluster["env"])
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "cannot see" in proc.stderr and "s3://bucket/prefix" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not any(hidden.iterdir()), "a refusal writes nothing"
+    # a folder that does not exist yet is refused too, and not left behind
+    proc = run_script("scripts/search.py", "spaces/smoke.yaml", "--storage", str(hidden / "new" / "deep"),
+                      "--name", "local", "--address", blind_cluster["address"], timeout=300, env=blind_cluster["env"])
+    assert proc.returncode == 2 and not (hidden / "new").exists()
+
+
+def test_search_in_a_bucket_runs_on_both_nodes_survives_a_worker_kill_and_exports(blind_cluster, s3_env, tmp_path):
+    env, client = blind_cluster["env"], s3_env[1]
+    space = write_space(tmp_path / "space.yaml", "budget: {num_samples: 3, max_epochs: 4, grace_period: 4, "
+                        "reduction_factor: 2, max_failures: 1, max_concurrent: 2}\nresources: {cpu: 1}\nseed: 0\n",
+                        max_tasks=200)
+    uri = f"s3://{BUCKET}/exps"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "search.py"), str(space), "--storage", uri,
+                             "--name", "twonode", "--address", blind_cluster["address"]],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**env, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    try:
+        # a trial on the second node that has a checkpoint in the bucket: kill its worker process
+        def victim():
+            for key in keys(client, "exps/twonode/"):
+                if key.endswith("run/placement.json"):
+                    trial = key.split("/")[2]
+                    pid = json.loads(read_key(client, key))["pid"]
+                    if other_mount_namespace(pid) and any("/checkpoint_" in k for k in keys(client, f"exps/twonode/{trial}/")):
+                        return trial, pid
+            return None
+
+        trial, pid = wait_for(victim, timeout=400)
+        os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-4000:]
+    stored = keys(client, "exps/twonode/")
+    for name in ("best_config.yaml", "best_trial.json", "trials.csv", "study.db", "space.yaml", "targets.json",
+                 "report.md", "tuner.pkl"):
+        assert f"exps/twonode/{name}" in stored, name
+    placements = [json.loads(read_key(client, k)) for k in stored if k.endswith("run/placement.json")]
+    assert len(placements) == 3 and len({p["node_id"] for p in placements}) == 2  # trials ran on both nodes
+    assert any("/checkpoint_" in k for k in stored)
+    # the killed trial resumed from its checkpoint in the bucket: every epoch once, none lost
+    epochs = [json.loads(x)["epoch"] for x in read_key(client, f"exps/twonode/{trial}/run/metrics.jsonl").splitlines()]
+    assert epochs == [1, 2, 3, 4]
+    assert "experiment stored in s3://" in out
+    local = tmp_path / "results" / "twonode"
+    assert (local / "best_config.yaml").is_file() and (local / "study.db").is_file()  # the driver's own files
+
+    # export from the bucket on a machine that has nothing of it, then train what it exported
+    fresh = tmp_path / "elsewhere"
+    fresh.mkdir()
+    exported = run_script(str(ROOT / "scripts" / "export_best.py"), f"{uri}/twonode", cwd=fresh, env=s3_env[0])
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    best = fresh / "results" / "twonode" / "best_config.yaml"
+    assert yaml.safe_load(best.read_text()) == yaml.safe_load(read_key(client, "exps/twonode/best_config.yaml"))
+    trained = run_script(str(ROOT / "scripts" / "train.py"), str(best), "--set", "training.epochs=1", "--results",
+                         str(fresh / "runs"), cwd=fresh, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+
+
+def test_driver_sigkill_then_resume_from_the_bucket_finishes_the_budget(blind_cluster, s3_env, tmp_path):
+    env, client = blind_cluster["env"], s3_env[1]
+    space = write_space(tmp_path / "space.yaml", "budget: {num_samples: 4, max_epochs: 3, grace_period: 1, "
+                        "reduction_factor: 2}\nresources: {cpu: 1}\nseed: 0\n")
+    uri = f"s3://{BUCKET}/resume"
+    args = [sys.executable, str(ROOT / "scripts" / "search.py"), str(space), "--storage", uri, "--name", "killed",
+            "--address", blind_cluster["address"]]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**env, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    try:
+        wait_for(lambda: any(k.endswith("result.json") for k in keys(client, "resume/killed/")), timeout=300)
+        proc.send_signal(signal.SIGKILL)  # the driver alone; its trials end with it
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "resume/killed/tuner.pkl" in keys(client, "resume/killed/")
+    resumed = run_script(*args[1:], "--resume", cwd=tmp_path, timeout=600, env=env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    local = tmp_path / "results" / "killed"
+    rows = (local / "trials.csv").read_text().splitlines()[1:]
+    assert len(rows) == 4, "the number of trials equals the budget"
+    study = optuna.load_study(study_name="killed", storage=f"sqlite:///{local / 'study.db'}")
+    assert len(study.trials) == 4 and optuna.trial.TrialState.RUNNING not in [t.state for t in study.trials]
+    assert len({json.dumps(t.params, sort_keys=True) for t in study.trials}) == 4, "no trial lost or duplicated"
+    assert "resume/killed/trials.csv" in keys(client, "resume/killed/")
