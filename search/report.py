@@ -243,8 +243,10 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
     t_ = judging.targets
     lines += [f"Goal: **{judging.goal}** (trials ranked by their final score, {'highest' if judging.mode == 'max' else 'lowest'} first). "
               f"Targets in force: usage {t_.usage:.0%}, context rank {t_.context_rank:g}, target rank "
-              f"{t_.target_rank:g} ({t_.source}); the seed's literal ones: usage {SEED.usage:.0%}, context rank "
-              f"{SEED.context_rank:g}, target rank {SEED.target_rank:g}.", ""]
+              f"{t_.target_rank:g}, final val loss {t_.final_val_loss:g} ({t_.source}); the seed's literal ones: "
+              f"usage {SEED.usage:.0%}, context rank {SEED.context_rank:g}, target rank {SEED.target_rank:g}, final "
+              f"val loss {SEED.final_val_loss:g}. The score is the checklist's pass count on the whole run plus a "
+              "health margin in [0, 1) (search/score.py).", ""]
     if best is not None:
         best_history = read_jsonl(best.path / "run" / "metrics.jsonl")
         v = verdict(evaluate_checklist(best_history, _planned_epochs(best), judging.targets))

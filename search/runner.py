@@ -192,6 +192,20 @@ def check_resources(ray, opts: SearchOptions, source: str) -> None:
         raise ConfigError(f"{source}: resources.gpu: {opts.gpu} GPU per trial, but the cluster has no GPU")
 
 
+def trial_worker_class(fn) -> type:
+    """The function trainable as Ray Tune wraps it (wrap_function), named TrialWorker and with a
+    repr naming its trial: the Ray dashboard's Actors page shows "TrialWorker" and "trial_<id>"
+    for each worker instead of "ImplicitFunc" / "run_trial" on every row."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class TrialWorker(wrap_function(fn)):  # wrap_function keeps fn's resources (tune.with_resources)
+        def __repr__(self) -> str:
+            return f"trial_{self.trial_id}"
+
+    TrialWorker.__qualname__ = "TrialWorker"  # the dashboard shows the qualified name
+    return TrialWorker
+
+
 def check_storage_visible(ray, storage_dir: Path, shown: str) -> None:
     """On a cluster of more than one node, refuse a local storage folder that not every node sees.
 
@@ -251,10 +265,9 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
         check_resources(ray, opts, str(loaded.path))
         if location.remote is None:
             check_storage_visible(ray, exp_dir.parent, str(exp_dir.parent))
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, space=loaded, epochs=opts.max_epochs,
-                                 num_threads=max(1, int(opts.cpu))),
-            {"cpu": opts.cpu, "gpu": opts.gpu})
+        trainable = trial_worker_class(tune.with_resources(
+            tune.with_parameters(run_trial, space=loaded, epochs=opts.max_epochs, num_threads=max(1, int(opts.cpu))),
+            {"cpu": opts.cpu, "gpu": opts.gpu}))
         if opts.resume:
             download(location)  # a URI experiment: its study.db and trial folders, here
             tuner = tune.Tuner.restore(location.ray_experiment_path, trainable=trainable, resume_errored=True)

@@ -98,10 +98,15 @@ def upload(loc: Location, names: list[str]) -> list[str]:
 
     if loc.remote is None:
         return []
+    fs, root = _fs(loc.remote)
     done = []
     for name in names:
         source = loc.local / name
         if source.is_file() or source.is_dir():
+            if isinstance(fs, pyarrow.fs.LocalFileSystem):  # object stores have no folders to make
+                folders = [source, *(d for d in source.rglob("*") if d.is_dir())] if source.is_dir() else [source.parent]
+                for d in folders:
+                    fs.create_dir(f"{root}/{d.relative_to(loc.local)}", recursive=True)
             pyarrow.fs.copy_files(str(source.resolve()), f"{loc.remote}/{name}")
             done.append(name)
     return done

@@ -1,5 +1,6 @@
 """While a search runs, its Ray dashboard answers on 127.0.0.1 only, and only with the token."""
 
+import json
 import os
 import re
 import signal
@@ -48,9 +49,29 @@ def test_dashboard_needs_the_token_and_binds_loopback(tmp_path):
         listening = {c.laddr.ip for c in psutil.net_connections(kind="tcp")
                      if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
         assert listening == {"127.0.0.1"}
+        # the Actors page names the trial each worker runs
+        def trial_workers() -> list[dict]:
+            request = urllib.request.Request(f"{url}/api/v0/actors?detail=true&limit=100&timeout=60",
+                                             headers={"Authorization": f"Bearer {token}"})
+            try:
+                with urllib.request.urlopen(request, timeout=70) as response:
+                    actors = json.loads(response.read())["data"]["result"]["result"]
+            except urllib.error.HTTPError as err:  # the state API answers 500 while it starts
+                print(f"actors: HTTP {err.code}: {err.read()[:300]!r}")
+                return []
+            return [a for a in actors if a.get("class_name") == "TrialWorker" and a.get("repr_name")]
+
+        workers = []
+        wait = time.time() + 240
+        while not workers and time.time() < wait:
+            workers = trial_workers()
+            time.sleep(0.5)
+        assert workers and all(re.fullmatch(r"trial_[0-9a-f]{8}", a["repr_name"]) for a in workers), workers
         wait = time.time() + 240
         while not (tmp_path / "smoke" / "trials.csv").is_file() and time.time() < wait:
             time.sleep(0.5)  # the user watches trials come in, then presses Ctrl-C
+        trial_ids = {d.name.removeprefix("trial_") for d in (tmp_path / "smoke").glob("trial_*")}
+        assert {a["repr_name"].removeprefix("trial_") for a in workers} <= trial_ids
         proc.send_signal(signal.SIGINT)  # a clean stop that says how to resume
         output = proc.communicate(timeout=300)[0]
         assert proc.returncode == 130, output[-3000:]

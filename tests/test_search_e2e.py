@@ -153,7 +153,7 @@ def test_fractional_gpus_pack_four_trials_per_gpu(tmp_path):
     trials share the GPU at once, never five."""
     proc = run_script("scripts/search.py", "spaces/smoke.yaml", "--storage", str(tmp_path), "--name", "gpu",
                       "--num-gpus", "1", "--gpu", "0.25", "--cpu", "0.25", "--num-samples", "6",
-                      "--max-epochs", "3", "--no-early-stopping", timeout=600)
+                      "--max-epochs", "8", "--no-early-stopping", timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     placements = [json.loads(p.read_text()) for p in (tmp_path / "gpu").glob("*/run/placement.json")]
     assert len(placements) == 6
