@@ -2,10 +2,14 @@
 """Wall time of a whole search on this machine, as a user runs it.
 
     python bench/search_wall_time.py [spaces/vq_gentle.yaml] [--out FILE]
+    python bench/search_wall_time.py --from results/study-main [--out FILE]
 
 Runs `scripts/search.py SPACE` in a subprocess into a temporary folder and reports the wall
 time, the trials by status, the trial-epochs ASHA let run out of the budget's maximum, and the
-best final score. Prints a Markdown section; --out writes it to a file.
+best final score. With --from it reads an experiment that already ran instead (the search's own
+search_time.json, or, for an experiment from before it, the span from its first trial's start to
+its last trial's end in the trials' placement.json). Prints a Markdown section; --out writes it
+to a file.
 """
 
 from __future__ import annotations
@@ -31,10 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("space", nargs="?", default="spaces/vq_gentle.yaml")
     parser.add_argument("--out", help="write the Markdown section to this file")
+    parser.add_argument("--from", dest="experiment", help="read this finished experiment instead of running one")
     args = parser.parse_args(argv)
 
     from search.space import load_space
 
+    if args.experiment:
+        exp = Path(args.experiment)
+        budget = load_space(exp / "space.yaml").space.budget
+        wall, how = experiment_wall_time(exp)
+        rows = list(csv.DictReader((exp / "trials.csv").open()))
+        return section(rows, wall, how, budget, args, argv)
     budget = load_space(args.space).space.budget
     with tempfile.TemporaryDirectory() as storage:
         started = time.perf_counter()
@@ -45,6 +56,23 @@ def main(argv: list[str] | None = None) -> int:
             print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
             return 1
         rows = list(csv.DictReader((Path(storage) / "bench" / "trials.csv").open()))
+    return section(rows, wall, "the search process, start to exit", budget, args, argv)
+
+
+def experiment_wall_time(exp: Path) -> tuple[float, str]:
+    """(seconds, how measured) of a finished experiment."""
+    import json
+
+    timing = exp / "search_time.json"
+    if timing.is_file():
+        sessions = json.loads(timing.read_text())["sessions"]
+        return sum(s["wall_s"] for s in sessions), f"the search's own search_time.json ({len(sessions)} session(s))"
+    spans = [json.loads(p.read_text()) for p in exp.glob("*/run/placement.json")]
+    return (max(p.get("end", p["start"]) for p in spans) - min(p["start"] for p in spans),
+            "first trial's start to last trial's end (placement.json; Ray's start and the export add seconds)")
+
+
+def section(rows: list[dict], wall: float, how: str, budget, args, argv) -> int:
     epochs = sum(int(r["epochs"]) for r in rows)
     statuses = Counter(r["status"] for r in rows)
     best = max(float(r["score"]) for r in rows if r["score"])
@@ -52,11 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([
         "## Default search wall time",
         "",
-        f"`{command}` at commit {commit()} on {platform.node()} ({os.cpu_count()} CPUs): `scripts/search.py {args.space}` with its "
+        f"`{command}` at commit {commit()} on {platform.node()} ({os.cpu_count()} CPUs): `scripts/search.py "
+        f"{args.experiment + '/space.yaml' if args.experiment else args.space}` with its "
         f"default budget ({budget.num_samples} trials, ASHA from {budget.grace_period} to {budget.max_epochs} "
-        f"epochs, reduction factor {budget.reduction_factor}).",
+        f"epochs, reduction factor {budget.reduction_factor}). Wall time: {how}.",
         "",
-        "| wall time | trials | trial-epochs run | of the maximum (trials x max epochs) | best final score |",
+        "| wall time | trials | trial-epochs run | of the maximum (trials x max epochs) | best final score (search/score.py: items passed + margin) |",
         "|---|---|---|---|---|",
         f"| {wall / 60:.1f} min | {len(rows)} ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}) "
         f"| {epochs} | {epochs / (budget.num_samples * budget.max_epochs):.0%} | {best:.4f} |",

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from search.export import require_experiment_folder
 
-    exp_dir = require_experiment_folder(args.experiment)
+    exp_dir = require_experiment_folder(args.experiment).resolve()  # the runs start in the repository root
     if args.seeds < 1 or args.top < 1 or (args.epochs is not None and args.epochs < 1):
         print("error: --seeds, --top and --epochs must be >= 1", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shlex
@@ -260,6 +261,7 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     objective = space.objective
     location = opts.location
+    started = time.time()
     ray = start_ray(opts)
     try:
         check_resources(ray, opts, str(loaded.path))
@@ -324,6 +326,7 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
     finally:
         ray.shutdown()
     download(location)  # a URI experiment: mirror the trial folders for the export and report
+    record_search_time(exp_dir, started, opts.resume)
     best = export_best(exp_dir)
     if best is not None:
         from search.report import write_report
@@ -331,6 +334,18 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
         print(f"report: {write_report(exp_dir)}")
     upload(location, DRIVER_FILES)
     return best, interrupted
+
+
+def record_search_time(exp_dir: Path, started: float, resumed: bool) -> None:
+    """search_time.json: one session per run of the search (a resumed search adds one), for
+    bench/search_wall_time.py --from."""
+    path = exp_dir / "search_time.json"
+    if not exp_dir.is_dir():
+        return
+    sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
+    ended = time.time()
+    sessions.append({"started": started, "ended": ended, "wall_s": ended - started, "resumed": resumed})
+    atomic_write_json(path, {"sessions": sessions})
 
 
 def format_command(argv: list[str]) -> str:

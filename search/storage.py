@@ -115,4 +115,4 @@ def upload(loc: Location, names: list[str]) -> list[str]:
 # The driver's own files, uploaded beside a URI experiment after each export.
 DRIVER_FILES = ["study.db", "targets.json", "space.yaml", "command.txt", "best_config.yaml", "best_trial.json",
                 "trials.csv", "report.md", "curves.png", "params.png", "importance.png", "pareto.png",
-                "verify.json", "best_so_far.json"]
+                "verify.json", "search_time.json"]

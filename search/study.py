@@ -250,6 +250,11 @@ def stage_calibrate(workers: int = 2, docs: Path = DOCS, runs: Path = RUNS, targ
     tgt = [r["rank/target"] for rows in histories for r in rows]
     finals = [rows[-1]["val/loss"] for rows in histories]
     targets = calibrate_from(ctx, tgt, finals)
+    # the no-VQ reference against the seed's gradient-norm bars, first epoch and the rest
+    grads = {"grad_norm_mean_epoch1": [rows[0]["grad/norm_mean"] for rows in histories],
+             "grad_norm_max_epoch1": [rows[0]["grad/norm_max"] for rows in histories],
+             "grad_norm_mean_after_epoch1": [max(r["grad/norm_mean"] for r in rows[1:]) for rows in histories],
+             "grad_norm_max_after_epoch1": [max(r["grad/norm_max"] for r in rows[1:]) for rows in histories]}
     rule = (f"{CALIBRATION_RATIO} x the lowest rank and {VAL_LOSS_RATIO:.4f} (the seed's 8 / 7.75) x the highest "
             f"final val loss of configs/diagnostic_no_vq.yaml over {len(histories[0])} epochs and seeds {list(seeds)}")
     text = (f"# Written by `{command('calibrate')}` (search/study.py); read by search/targets.py.\n"
@@ -267,7 +272,7 @@ def stage_calibrate(workers: int = 2, docs: Path = DOCS, runs: Path = RUNS, targ
     summary = {"command": command("calibrate"), "rule": rule, "file": str(shown),
                "calibrated": targets.as_dict(), "seed": SEED.as_dict(),
                "no_vq": {"context_rank": [min(ctx), max(ctx)], "target_rank": [min(tgt), max(tgt)],
-                         "final_val_loss": [min(finals), max(finals)]}}
+                         "final_val_loss": [min(finals), max(finals)], **grads}}
     atomic_write_json(docs / "calibrate.json", summary)
     return summary
 
@@ -506,6 +511,9 @@ def summarise_production(seeds: tuple[int, ...] = PRODUCTION_SEEDS, config: Path
         status = read_json(run_dir / "status.json").get("status", "missing")
         entry = _run_summary("stable_production", run_dir.name, TrainRun(run_dir.name, rows=rows, status=status), planned)
         entry["items"] = {name: _items(rows, planned, t) if rows else {} for name, t in target_sets.items()}
+        entry["grad_after_epoch1"] = {"mean": max((r["grad/norm_mean"] for r in rows[1:]), default=math.nan),
+                                      "max": max((r["grad/norm_max"] for r in rows[1:]), default=math.nan)}
+        entry["relational_loss_epoch1"] = rows[0]["loss/relational"] if rows else math.nan
         summary["runs"].append(entry)
     for name in target_sets:
         keys = next((list(r["items"][name]) for r in summary["runs"] if r["items"][name]), [])

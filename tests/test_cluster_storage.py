@@ -135,6 +135,16 @@ def test_a_local_folder_a_node_cannot_see_is_refused(blind_cluster):
     proc = run_script("scripts/search.py", "spaces/smoke.yaml", "--storage", str(hidden / "new" / "deep"),
                       "--name", "local", "--address", blind_cluster["address"], timeout=300, env=blind_cluster["env"])
     assert proc.returncode == 2 and not (hidden / "new").exists()
+    # a folder every node sees (a shared filesystem, here one outside the tmpfs) passes the same check
+    shared = blind_cluster["base"] / "shared"
+    check = ("import sys, ray; from pathlib import Path; from search.runner import check_storage_visible; "
+             f"ray.init(address='{blind_cluster['address']}'); n = len([x for x in ray.nodes() if x['Alive']]); "
+             "check_storage_visible(ray, Path(sys.argv[1]), sys.argv[1]); print('nodes', n)")
+    visible = run_script("-c", check, str(shared), timeout=120, env=blind_cluster["env"])
+    assert visible.returncode == 0 and "nodes 2" in visible.stdout, visible.stderr[-2000:]
+    assert not shared.exists(), "the check leaves nothing behind"
+    refused = run_script("-c", check, str(hidden), timeout=120, env=blind_cluster["env"])
+    assert refused.returncode != 0 and "cannot see" in refused.stderr
 
 
 def test_search_in_a_bucket_runs_on_both_nodes_survives_a_worker_kill_and_exports(blind_cluster, s3_env, tmp_path):
@@ -189,6 +199,16 @@ def test_search_in_a_bucket_runs_on_both_nodes_survives_a_worker_kill_and_export
     trained = run_script(str(ROOT / "scripts" / "train.py"), str(best), "--set", "training.epochs=1", "--results",
                          str(fresh / "runs"), cwd=fresh, timeout=300)
     assert trained.returncode == 0, trained.stderr[-2000:]
+    # the report and the verification read the bucket too, and put what they write back in it
+    client.delete_object(Bucket=BUCKET, Key="exps/twonode/report.md")
+    report = run_script(str(ROOT / "scripts" / "report.py"), f"{uri}/twonode", cwd=fresh, env=s3_env[0])
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "# Search report: twonode" in read_key(client, "exps/twonode/report.md")
+    verify = run_script(str(ROOT / "scripts" / "verify.py"), f"{uri}/twonode", "--seeds", "1", "--top", "1",
+                        "--epochs", "1", cwd=fresh, timeout=300, env=s3_env[0])
+    assert verify.returncode == 0, verify.stderr[-2000:]
+    assert json.loads(read_key(client, "exps/twonode/verify.json"))["seeds"] == [1000]
+    assert any(k.startswith("exps/twonode/verify/") and k.endswith("metrics.jsonl") for k in keys(client, "exps/twonode/"))
 
 
 def test_driver_sigkill_then_resume_from_the_bucket_finishes_the_budget(blind_cluster, s3_env, tmp_path):

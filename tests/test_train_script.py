@@ -66,7 +66,7 @@ def test_nan_loss_ends_run_as_diverged(results):
 
 
 @pytest.mark.parametrize("config", ["vq_gradient", "vq_gumbel", "vq_fsq", "context_last", "context_attention",
-                                    "context_gru", "loss_weights", "diagnostic_no_vq"])
+                                    "context_gru", "loss_weights", "diagnostic_no_vq", "stable_production"])
 def test_each_seed_option_config_trains_one_epoch(results, config):
     proc = run_script("scripts/train.py", f"configs/{config}.yaml", *SMALL, "--results", str(results))
     assert proc.returncode == 0, proc.stderr[-3000:]
