@@ -90,7 +90,6 @@ def stage_collapse(workers: int = 2) -> dict:
 
 
 def summarise_collapse(exp_dir: Path, docs: Path = DOCS) -> dict:
-    from search.export import read_trials
     from search.report import param_importances, load_study, write_report
 
     write_report(exp_dir)
@@ -100,17 +99,12 @@ def summarise_collapse(exp_dir: Path, docs: Path = DOCS) -> dict:
             shutil.copy2(exp_dir / name, docs / f"collapse_{name}")
     space = yaml.safe_load((exp_dir / "space.yaml").read_text())
     trials = []
-    for t in read_trials(exp_dir):
-        rows = read_jsonl(t.path / "run" / "metrics.jsonl")
-        if not rows:
-            continue
-        trials.append({"trial_id": t.trial_id, "status": t.status, "epochs": rows[-1]["epoch"],
-                       "score": t.final("score"), "params": t.params,
+    for t, rows in _trials_with_rows(exp_dir):
+        trials.append({**_trial_base(t, rows),
                        "final": {k: _final(rows, k) for k in ("codebook/usage", "rank/context", "rank/target",
                                                                 "val/loss", "grad/norm_mean", "codes/nmi_colour",
                                                                 "codes/nmi_chance")},
                        "min_usage_after_5": min((r["codebook/usage"] for r in rows if r["epoch"] > 5), default=math.nan),
-                       "first_refresh_epoch": first_refresh(rows),
                        "signature": seed_signature(rows)})
     trials.sort(key=lambda t: t["score"] if math.isfinite(t["score"]) else math.inf)
     importances, why_not = param_importances(load_study(exp_dir))
@@ -136,6 +130,19 @@ def summarise_collapse(exp_dir: Path, docs: Path = DOCS) -> dict:
                "signature_reproduced": sum(t["signature"]["reproduced"] for t in trials)}
     atomic_write_json(docs / "collapse.json", summary)
     return summary
+
+
+def _trials_with_rows(exp_dir: Path) -> list:
+    """(TrialRecord, its trainer rows) for each trial of the experiment that ran an epoch."""
+    from search.export import read_trials
+
+    pairs = [(t, read_jsonl(t.path / "run" / "metrics.jsonl")) for t in read_trials(exp_dir)]
+    return [(t, rows) for t, rows in pairs if rows]
+
+
+def _trial_base(t, rows: list[dict]) -> dict:
+    return {"trial_id": t.trial_id, "status": t.status, "epochs": rows[-1]["epoch"], "score": t.final("score"),
+            "params": t.params, "first_refresh_epoch": first_refresh(rows)}
 
 
 def first_refresh(rows: list[dict]) -> int | None:
@@ -436,7 +443,6 @@ def _items(rows: list[dict], planned: int, targets: Targets) -> dict:
 
 def summarise_main(exp_dir: Path, docs: Path = DOCS) -> dict:
     """docs/study/main.json (+ main_curves.png, main_params.png) from the experiment's files."""
-    from search.export import read_trials
     from search.report import write_report
     from search.score import items_passed
     from search.targets import read_judging
@@ -450,13 +456,9 @@ def summarise_main(exp_dir: Path, docs: Path = DOCS) -> dict:
     space = yaml.safe_load((exp_dir / "space.yaml").read_text())
     planned = space["budget"]["max_epochs"]
     trials = []
-    for t in read_trials(exp_dir):
-        rows = read_jsonl(t.path / "run" / "metrics.jsonl")
-        if not rows:
-            continue
-        trials.append({"trial_id": t.trial_id, "status": t.status, "epochs": rows[-1]["epoch"],
-                       "score": t.final("score"), "passed": items_passed(t.final("score")), "params": t.params,
-                       "first_refresh_epoch": first_refresh(rows), "items": _items(rows, planned, judging.targets),
+    for t, rows in _trials_with_rows(exp_dir):
+        trials.append({**_trial_base(t, rows), "passed": items_passed(t.final("score")),
+                       "items": _items(rows, planned, judging.targets),
                        "start": read_json(t.path / "run" / "placement.json").get("start", math.nan),
                        "end": read_json(t.path / "run" / "placement.json").get("end", math.nan)})
     trials.sort(key=lambda t: -t["score"] if math.isfinite(t["score"]) else math.inf)

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,14 @@ def run_script(*args: str, cwd: Path = ROOT, timeout: int = 300, env: dict | Non
 @pytest.fixture
 def results(tmp_path):
     return tmp_path / "results"
+
+
+def wait_for(predicate, timeout: float = 240, every: float = 0.5):
+    """Poll predicate until it returns something truthy (returned), or fail after timeout seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, run_script, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -40,15 +40,6 @@ def start(space: Path, storage: Path, name: str, *args: str) -> subprocess.Popen
                             stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             start_new_session=True)
 
-
-def wait_for(predicate, timeout: float = 240, every: float = 0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 def test_nan_trial_is_recorded_as_diverged_and_the_search_completes(tmp_path):
