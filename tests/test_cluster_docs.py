@@ -82,3 +82,12 @@ def test_every_search_command_in_the_doc_parses_and_its_files_exist():
         assert (ROOT / path).is_file(), path
     for path in re.findall(r"`(tests/[a-z_]+\.py)`", DOC):
         assert (ROOT / path).is_file(), path
+
+
+def test_dockerfile_uses_the_installed_ray_and_the_readmes_torch_pin():
+    import ray
+
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert f"FROM rayproject/ray:{ray.__version__}-py311-gpu" in text
+    assert "pip install --no-cache-dir torch==2.13.0" in text and "WORKDIR /app" in text
+    assert "torch==2.13.0" in (ROOT / "README.md").read_text()
