@@ -128,7 +128,7 @@ class Objective(_Strict):
     multi_objective: bool = Field(
         default=False,
         description="true: Optuna's NSGA-II searches the Pareto front of (codebook usage max, context "
-        "rank max, val loss min) at each trial's last epoch instead of one composite score; ASHA "
+        "rank max, val loss min) at each trial's last epoch instead of the one checklist score; ASHA "
         "still stops trials by the score, and the report shows the front.")
 
     def resolved_targets(self) -> Targets:

@@ -53,3 +53,18 @@ def test_most_checklist_items_counts_the_best_trial():
     assert most_checklist_items(run) == "8/8"
     run.trials[0].history[1]["rank/target"] = 10.0  # a misses target rank; b misses usage and length
     assert most_checklist_items(run) == "7/8"
+
+
+def test_wall_time_of_a_finished_experiment(tmp_path):
+    import json
+
+    from bench.search_wall_time import experiment_wall_time
+
+    for name, start, end in (("trial_a", 100.0, 160.0), ("trial_b", 130.0, 400.0)):
+        (tmp_path / name / "run").mkdir(parents=True)
+        (tmp_path / name / "run" / "placement.json").write_text(json.dumps({"start": start, "end": end}))
+    seconds, how = experiment_wall_time(tmp_path)
+    assert seconds == 300.0 and "placement.json" in how  # first start to last end
+    (tmp_path / "search_time.json").write_text(json.dumps({"sessions": [{"wall_s": 500.0}, {"wall_s": 20.0}]}))
+    seconds, how = experiment_wall_time(tmp_path)
+    assert seconds == 520.0 and "2 session(s)" in how  # the search's own record wins, resumed sessions add up

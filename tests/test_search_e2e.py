@@ -231,7 +231,7 @@ def test_multi_objective_search_reports_the_pareto_front(tmp_path):
     text = (exp / "report.md").read_text()
     assert "## Pareto front" in text and (exp / "pareto.png").stat().st_size > 10_000
     assert text.count("| `") >= len(study.best_trials)
-    assert (exp / "best_config.yaml").is_file()  # the composite score still picks one config
+    assert (exp / "best_config.yaml").is_file()  # the checklist score still picks one config
 
 
 @pytest.fixture
