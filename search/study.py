@@ -419,7 +419,7 @@ def stage_main(workers: int = 2, exp_dir: Path | None = None, verify_seeds: int 
 
 
 def write_production_config(exp_dir: Path, path: Path = PRODUCTION_CONFIG) -> None:
-    """configs/stable_production.yaml: the verified winner's resolved config, run for 80 epochs."""
+    """configs/stable_production.yaml: the winner's resolved config, run for 80 epochs."""
     best = read_json(exp_dir / "best_trial.json")
     config = yaml.safe_load((exp_dir / "best_config.yaml").read_text())
     config["name"] = "stable_production"
@@ -428,9 +428,9 @@ def write_production_config(exp_dir: Path, path: Path = PRODUCTION_CONFIG) -> No
     config["training"]["num_threads"] = 1
     shown = exp_dir.relative_to(ROOT) if exp_dir.is_relative_to(ROOT) else exp_dir
     header = (f"# The winner of the README's main command (`python scripts/search.py {MAIN_SPACE}`), trial "
-              f"{best.get('trial_id')} of {shown},\n# verified over fresh seeds by scripts/verify.py, run for "
-              f"{PRODUCTION_EPOCHS} epochs. Written by `{command('main')}`;\n# checked over 3 fresh seeds x "
-              f"{PRODUCTION_EPOCHS} epochs by `{command('production')}` (docs/study.md).\n")
+              f"{best.get('trial_id')} of {shown},\n# retrained with fresh seeds by scripts/verify.py (docs/study.md "
+              f"says which items held), run for {PRODUCTION_EPOCHS} epochs.\n# Written by `{command('main')}`; "
+              f"checked over 3 fresh seeds x {PRODUCTION_EPOCHS} epochs by `{command('production')}`.\n")
     atomic_write_text(path, header + yaml.safe_dump(config, sort_keys=False))
 
 
