@@ -79,8 +79,10 @@ def kill_worker_after_an_epoch(exp: Path, killed: set, trial: str | None = None)
     return name
 
 
-@pytest.mark.parametrize("kills,expected", [(1, "completed"), (2, "failed")])
-def test_killed_worker_is_retried_from_its_checkpoint_then_failed(tmp_path, kills, expected):
+def test_worker_killed_twice_fails_its_trial_and_the_search_goes_on(tmp_path):
+    # one kill and a resume from the checkpoint, epoch for epoch: tests/test_cluster_storage.py
+    # (the same Ray retry, with the checkpoint in a bucket and the worker on another node)
+    kills, expected = 2, "failed"
     # 200 tasks and 6 epochs: long enough that a kill lands mid-run, after Ray synced the report
     space = write_space(tmp_path, budget="budget: {num_samples: 2, max_epochs: 6, grace_period: 6, "
                         "reduction_factor: 2, max_failures: 1, max_concurrent: 1}\nresources: {cpu: 1}\nseed: 0\n")
@@ -103,13 +105,11 @@ def test_killed_worker_is_retried_from_its_checkpoint_then_failed(tmp_path, kill
     others = [r for r in rows(exp) if r["trial_id"] != victim["trial_id"]]
     assert len(others) == 1
     assert all(r["status"] == "completed" for r in others), "the search went on"
-    if expected == "completed":
-        epochs = [json.loads(line)["epoch"] for line in (exp / trial / "run" / "metrics.jsonl").read_text().splitlines()]
-        assert epochs == [1, 2, 3, 4, 5, 6]  # resumed from the checkpoint: no epoch lost or repeated
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_driver_killed_then_resumed_finishes_the_budget(tmp_path, sig):
+def test_driver_killed_then_resumed_finishes_the_budget(tmp_path):
+    # SIGKILL, the harder case; Ctrl-C's clean stop and its resume hint: tests/test_dashboard.py
+    sig = signal.SIGKILL
     space = write_space(tmp_path, budget="budget: {num_samples: 5, max_epochs: 3, grace_period: 1, "
                         "reduction_factor: 2}\nresources: {cpu: 1}\nseed: 0\n")
     exp = tmp_path / "r" / "driver"
