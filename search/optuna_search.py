@@ -5,15 +5,25 @@
    if its low-fidelity score were final. Here a trial whose last result lacks `trial/finished`
    (the trainer's own last epoch) is told PRUNED; its per-epoch values (step = epoch) stay in
    the study as intermediate values.
-2. No duplicate or lost trials after the driver is killed. The study lives in SQLite and is
-   written at once; Ray snapshots the searcher and the experiment now and then (every 10 s or
-   more). A trial asked after the last snapshot is in the study (RUNNING) but unknown to the
-   restored search, which will ask for one more trial to fill the budget. That next
-   suggestion adopts the orphan (same study trial, same params) instead of asking a new one.
-   And the snapshot's sampler random state can be older than the study, so the restored
-   sampler would draw again the parameters it drew before the kill. On restore the sampler is
-   replaced by a fresh one of the same kind, seeded with (space seed + trials in the study):
-   deterministic for a given study, and never a replay.
+2. A resumed search agrees with the trials Ray restored. Ray snapshots the experiment (its
+   trial list), the search generator (trials created so far) and this searcher as separate
+   files, uploaded together but not atomically: a driver killed mid-upload (frequent with a
+   bucket, where the upload takes a while) leaves files from different moments. Seen in real
+   SIGKILL runs: a generator older than the trial list created two trials too many, and an
+   older sampler drew their parameters again (5 trials for a budget of 3, two pairs identical).
+   So:
+   - the study travels in this searcher's snapshot (a consistent copy of its SQLite file,
+     `sqlite3.Connection.serialize`) and comes back with it: study and sampler from one
+     moment, and a resume on another machine needs nothing else;
+   - BudgetedSearch (the generator) counts the budget in the searcher's trials, not in its own
+     counter, and after a restore waits for Ray's restored trial list (a callback's first
+     step) to reconcile: Ray's trials the searcher does not know join the study with their
+     parameters (and their result if they ended); the searcher's trials Ray does not know
+     are lost: one still RUNNING in the study gives its parameters to the next new trial (it is
+     run again, not asked twice), one the study already finished stays (it counts, its folder
+     too); trials Ray restored as ended are told to the study if it missed their end.
+   Each trial folder of the experiment then has one study trial with its id (user attribute
+   `ray_trial_id`); folders without one are set aside by the runner (search/runner.py).
 
 The study's objectives carry the metric names (`score`; or codebook/usage, rank/context,
 val/loss), so optuna-dashboard and `optuna.load_study(...).metric_names` say what they are.
@@ -21,29 +31,39 @@ val/loss), so optuna-dashboard and `optuna.load_study(...).metric_names` say wha
 
 from __future__ import annotations
 
+import pickle
+import sqlite3
 import warnings
+from contextlib import closing
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 
 class SamplerFactory:
-    """Picklable recipe for the study's sampler: kind and seed, plus an offset on restore."""
+    """Picklable recipe for the study's sampler: kind and seed."""
 
     def __init__(self, kind: str, seed: int):
         self.kind, self.seed = kind, seed
 
-    def __call__(self, offset: int = 0) -> optuna.samplers.BaseSampler:
+    def __call__(self) -> optuna.samplers.BaseSampler:
         cls = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
                "nsga2": optuna.samplers.NSGAIISampler}[self.kind]
-        return cls(seed=self.seed + offset)
+        return cls(seed=self.seed)
+
+
+SNAPSHOT_KEY = "_study_sqlite"  # the study's SQLite file, in the searcher's snapshot
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
     def __init__(self, *args, sampler_factory: SamplerFactory, **kwargs):
         super().__init__(*args, sampler=sampler_factory(), **kwargs)
-        self._sampler_factory = sampler_factory
+        self._rerun: list[int] = []  # study trials lost by Ray while RUNNING: the next new trials run them
 
     def _setup_study(self, mode):
         super()._setup_study(mode)
@@ -52,26 +72,60 @@ class PruningAwareOptunaSearch(OptunaSearch):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._ot_study.set_metric_names(names)
 
+    def _sqlite_file(self) -> Path | None:
+        """The study's SQLite file (relative to the working directory if its URL is), or None."""
+        url = getattr(self._storage, "url", None)
+        return Path(url.removeprefix("sqlite:///")) if isinstance(url, str) and url.startswith("sqlite:///") else None
+
+    def save(self, checkpoint_path: str) -> None:
+        """Ray's snapshot of the searcher (OptunaSearch.save: the pickled __dict__), plus the study."""
+        state = self.__dict__.copy()
+        db = self._sqlite_file()
+        if db is not None and db.is_file():
+            with closing(sqlite3.connect(db)) as conn:
+                state[SNAPSHOT_KEY] = conn.serialize()  # a consistent copy, even mid-write
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
+
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
-        sampler = self._sampler_factory(offset=len(self._ot_study.trials))
-        self._sampler = self._ot_study.sampler = sampler
+        snapshot = self.__dict__.pop(SNAPSHOT_KEY, None)
+        db = self._sqlite_file()
+        if snapshot is not None and db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            with closing(sqlite3.connect(":memory:")) as source, closing(sqlite3.connect(db)) as target:
+                source.deserialize(snapshot)
+                source.backup(target)  # replaces the file's content under SQLite's own locking
 
     def suggest(self, trial_id: str) -> dict | None:
-        if trial_id not in self._ot_trials:
-            orphan = self._unclaimed_running_trial()
-            if orphan is not None:
-                self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, orphan._trial_id)
+        if trial_id not in self._ot_trials and self._rerun:  # a lost trial's parameters, run again
+            self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, self._rerun.pop(0))
         params = super().suggest(trial_id)
-        self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        if trial_id in self._ot_trials:  # the Ray trial's id on its study trial (report, optuna-dashboard)
+            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
         return params
 
-    def _unclaimed_running_trial(self):
-        claimed = {t._trial_id for t in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen._trial_id not in claimed:
-                return frozen
-        return None
+    @property
+    def trials_in_budget(self) -> int:
+        """Trials of the search so far: Ray's, and any the study finished that Ray forgot."""
+        return len(self._ot_trials)
+
+    def reconcile(self, trials: list) -> tuple[list[str], list[str]]:
+        """After a restore: make the study agree with the trials Ray restored (ray.tune Trial
+        objects: trial_id, config). Returns (lost: known here, not to Ray; adopted: the reverse)."""
+        ray_ids = {t.trial_id for t in trials}
+        lost = [rid for rid in self._ot_trials if rid not in ray_ids]
+        for rid in lost:
+            trial = self._ot_trials[rid]
+            if trial.storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                self._rerun.append(self._ot_trials.pop(rid)._trial_id)
+        adopted = [t for t in trials if t.trial_id not in self._ot_trials]  # created after this snapshot
+        for t in adopted:
+            self._ot_study.enqueue_trial(self._space.optuna_params(t.config))
+            self._ot_trials[t.trial_id] = self._ot_study.ask()
+            self._suggest_from_define_by_run_func(self._space, self._ot_trials[t.trial_id])
+            self._ot_trials[t.trial_id].set_user_attr("ray_trial_id", t.trial_id)
+        return lost, [t.trial_id for t in adopted]
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, list):
@@ -96,3 +150,49 @@ class PruningAwareOptunaSearch(OptunaSearch):
             self._completed_trials.add(trial_id)
             return
         super().on_trial_complete(trial_id, result, error)
+
+
+class BudgetedSearch(SearchGenerator):
+    """Ray's SearchGenerator, with the budget (TuneConfig's num_samples) counted in the study's
+    trials and, after a restore, nothing decided before Ray's restored trials are reconciled."""
+
+    def __init__(self, searcher):
+        super().__init__(searcher)
+        self._reconcile_pending = False
+
+    def _base(self) -> PruningAwareOptunaSearch:
+        searcher = self.searcher
+        while hasattr(searcher, "searcher"):  # under ConcurrencyLimiter
+            searcher = searcher.searcher
+        return searcher
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        super().restore_from_dir(dirpath)
+        self._reconcile_pending = True
+
+    def reconcile(self, trials: list) -> None:
+        if not self._reconcile_pending:
+            return
+        self._reconcile_pending = False
+        base = self._base()
+        lost, adopted = base.reconcile(trials)
+        print(f"Resumed: {len(trials)} trials restored by Ray; the study adopted {len(adopted)} it did not know "
+              f"and will run {len(base._rerun)} lost one(s) again; budget {base.trials_in_budget}/{self.total_samples}")
+        for trial_id in lost:
+            self.searcher.on_trial_complete(trial_id, None, error=True)  # frees a wrapper's slot; the study ignores it
+        for t in trials:  # ended after the searcher's snapshot: the study hears of it now
+            if t.status in (Trial.TERMINATED, Trial.ERROR):
+                self.searcher.on_trial_complete(t.trial_id, t.last_result or None, error=t.status == Trial.ERROR)
+
+    def is_finished(self) -> bool:
+        return not self._reconcile_pending and self._base().trials_in_budget >= self.total_samples
+
+
+class ReconcileAfterRestore(Callback):
+    """Hands Ray's trial list to BudgetedSearch at each step (it acts once, after a restore)."""
+
+    def __init__(self, search: BudgetedSearch):
+        self.search = search
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        self.search.reconcile(trials)

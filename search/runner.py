@@ -24,15 +24,16 @@ import optuna
 from ray import tune
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.stopper import Stopper
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.stopper import Stopper
 
 from model.config import ConfigError
 from model.io import atomic_write_json, atomic_write_text
 from search.export import export_best
-from search.optuna_search import PruningAwareOptunaSearch, SamplerFactory
+from search.optuna_search import BudgetedSearch, PruningAwareOptunaSearch, ReconcileAfterRestore, SamplerFactory
 from search.space import DefineByRun, LoadedSpace
-from search.storage import DRIVER_FILES, Location, download, upload
+from search.storage import DRIVER_FILES, Location, download, set_aside, upload
 from search.targets import JUDGING_FILE, Judging, collapsed
 from search.trainable import run_trial
 
@@ -134,17 +135,6 @@ def progress_line(trials: list[dict], num_samples: int, elapsed_s: float, mode: 
     if 0 < ended < num_samples:
         text += f", about {elapsed_s / ended * (num_samples - ended) / 60:.0f} min left at this pace"
     return text
-
-
-class UploadStudy(Callback):
-    """A URI experiment: upload the driver's study.db whenever a trial ends, so a search whose
-    driver dies can be resumed from the bucket with TPE's history (search/storage.py)."""
-
-    def __init__(self, location: Location):
-        self.location = location
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        upload(self.location, ["study.db"])
 
 
 class ResultsReporter(tune.CLIReporter):
@@ -271,7 +261,7 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
             tune.with_parameters(run_trial, space=loaded, epochs=opts.max_epochs, num_threads=max(1, int(opts.cpu))),
             {"cpu": opts.cpu, "gpu": opts.gpu}))
         if opts.resume:
-            download(location)  # a URI experiment: its study.db and trial folders, here
+            download(location)  # a URI experiment: its trial folders, here (the study comes with Ray's snapshot)
             tuner = tune.Tuner.restore(location.ray_experiment_path, trainable=trainable, resume_errored=True)
         else:
             exp_dir.mkdir(parents=True)
@@ -288,7 +278,9 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
                 sampler, metric, mode = SamplerFactory(space.sampler, space.seed), "score", objective.mode
             searcher = PruningAwareOptunaSearch(
                 space=DefineByRun(space.params), metric=metric, mode=mode, sampler_factory=sampler,
-                storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'study.db'}"),
+                # the path as given (relative to the working directory for a URI experiment's
+                # results/<name>): a resume elsewhere restores the study there from Ray's snapshot
+                storage=optuna.storages.RDBStorage(f"sqlite:///{opts.exp_dir / 'study.db'}"),
                 study_name=exp_dir.name)
             if opts.early_stopping:
                 scheduler = ASHAScheduler(time_attr="epoch", metric="score", mode=objective.mode, max_t=opts.max_epochs,
@@ -296,11 +288,13 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
                                           reduction_factor=space.budget.reduction_factor)
             else:
                 scheduler = FIFOScheduler()
+            # the generator counts the budget in the study and reconciles a restore (search/optuna_search.py)
+            search = BudgetedSearch(ConcurrencyLimiter(searcher, opts.max_concurrent) if opts.max_concurrent
+                                    else searcher)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=searcher, scheduler=scheduler, num_samples=opts.num_samples,
-                    max_concurrent_trials=opts.max_concurrent or None,
+                    search_alg=search, scheduler=scheduler, num_samples=opts.num_samples,
                     trial_dirname_creator=trial_dirname),
                 run_config=tune.RunConfig(
                     name=exp_dir.name, storage_path=location.ray_storage_path,
@@ -314,8 +308,8 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     # best so far re-exported during the search from a folder experiment; a URI
                     # experiment is mirrored and exported once at the end (or on --resume)
-                    callbacks=[JsonLoggerCallback(), CSVLoggerCallback()]
-                    + ([BestSoFar(exp_dir, objective.mode)] if location.remote is None else [UploadStudy(location)]),
+                    callbacks=[ReconcileAfterRestore(search), JsonLoggerCallback(), CSVLoggerCallback()]
+                    + ([BestSoFar(exp_dir, objective.mode)] if location.remote is None else []),
                     progress_reporter=ResultsReporter(exp_dir, opts.num_samples, objective.mode,
                                                                       metric_columns=TABLE_COLUMNS,
                                                                       max_report_frequency=30),
@@ -326,6 +320,8 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
     finally:
         ray.shutdown()
     download(location)  # a URI experiment: mirror the trial folders for the export and report
+    if opts.resume:
+        set_aside_orphans(location, study_trial_ids(exp_dir))
     record_search_time(exp_dir, started, opts.resume)
     best = export_best(exp_dir)
     if best is not None:
@@ -334,6 +330,27 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
         print(f"report: {write_report(exp_dir)}")
     upload(location, DRIVER_FILES)
     return best, interrupted
+
+
+def study_trial_ids(exp_dir: Path) -> set[str]:
+    """The Ray trial ids the experiment's study has a trial for (user attribute ray_trial_id)."""
+    study = optuna.load_study(study_name=exp_dir.name, storage=f"sqlite:///{exp_dir / 'study.db'}")
+    return {t.user_attrs["ray_trial_id"] for t in study.get_trials(deepcopy=False) if "ray_trial_id" in t.user_attrs}
+
+
+def set_aside_orphans(location: Location, study_ids: set[str]) -> list[str]:
+    """After a resume: trial folders with no study trial are moved to <experiment>/orphaned/.
+    They are trials started after the snapshot a resume restored (search/optuna_search.py):
+    the resumed search ran their parameters again under a new trial, so counting them would
+    list a trial twice and exceed the budget."""
+    exp_dir = location.local
+    orphans = sorted(p.parent.name for p in exp_dir.glob("*/params.json")
+                     if p.parent.name.removeprefix("trial_") not in study_ids)
+    if orphans:
+        set_aside(location, orphans)
+        print(f"{len(orphans)} trial folder(s) from before the interruption that the resumed search ran "
+              f"again: moved to {location.shown}/orphaned/")
+    return orphans
 
 
 def record_search_time(exp_dir: Path, started: float, resumed: bool) -> None:

@@ -309,6 +309,13 @@ class DefineByRun:
                 sampled[key] = trial.suggest_float(key, low, max(low, p.high), log=p.dist == "loguniform")
         return constants  # OptunaSearch merges these over the sampled values
 
+    def optuna_params(self, config: dict[str, Any]) -> dict[str, Any]:
+        """A trial's config as Optuna stores its parameters (what __call__ suggested for it):
+        list-valued choices as their JSON text, constants left out. For re-creating a study
+        trial from a Ray trial (search/optuna_search.py: reconcile)."""
+        return {key: json.dumps(config[key]) if p.dist == "categorical" and any(isinstance(c, list) for c in p.choices)
+                else config[key] for key, p in self.params.items() if p.dist != "fixed" and key in config}
+
 
 def _matches(value: Any, want: Any) -> bool:
     return value in want if isinstance(want, list) else value == want

@@ -112,6 +112,32 @@ def upload(loc: Location, names: list[str]) -> list[str]:
     return done
 
 
+def set_aside(loc: Location, names: list[str], folder: str = "orphaned") -> None:
+    """Move the trial folders `names` of the experiment into <experiment>/<folder>/, in storage
+    (a URI: copy, then delete) and in the local folder, where the experiment's readers
+    (search/export.py: read_trials, one level deep) no longer count them."""
+    import shutil
+
+    import pyarrow.fs
+
+    if loc.remote is not None:
+        fs, root = _fs(loc.remote)
+        for name in names:
+            if fs.get_file_info(f"{root}/{name}").type != pyarrow.fs.FileType.Directory:
+                continue
+            if isinstance(fs, pyarrow.fs.LocalFileSystem):
+                fs.create_dir(f"{root}/{folder}", recursive=True)
+                fs.move(f"{root}/{name}", f"{root}/{folder}/{name}")
+            else:  # object stores move no folders (pyarrow's S3 move is per object): copy, then delete
+                pyarrow.fs.copy_files(f"{loc.remote}/{name}", f"{loc.remote}/{folder}/{name}")
+                fs.delete_dir(f"{root}/{name}")
+    for name in names:
+        if (loc.local / name).is_dir():
+            (loc.local / folder).mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(loc.local / folder / name, ignore_errors=True)
+            shutil.move(loc.local / name, loc.local / folder / name)
+
+
 # The driver's own files, uploaded beside a URI experiment after each export.
 DRIVER_FILES = ["study.db", "targets.json", "space.yaml", "command.txt", "best_config.yaml", "best_trial.json",
                 "trials.csv", "report.md", "curves.png", "params.png", "importance.png", "pareto.png",

@@ -16,6 +16,8 @@ plots (docs/study/*.png); `doc` assembles docs/study.md from whatever summaries 
     production configs/stable_production.yaml, 3 fresh seeds x its 80 epochs: the checklist
     fixes      the seed's fixes A-D, FSQ, k-means init, cosine codes, the rotation trick and the
                order-aware context aggregators, 3 seeds x 24 epochs each: the checklist item by item
+    searches   spaces/quantizer.yaml and spaces/context.yaml searched like the main command
+               (results/study-quantizer, results/study-context), each winner verified with 3 fresh seeds
     doc        docs/study.md from docs/study/*.json
 """
 
@@ -49,6 +51,7 @@ COLLAPSE_SPACE, COLLAPSE_NAME = "spaces/collapse.yaml", "study-collapse"
 RANKCORR_SPACE, RANKCORR_CONFIGS, RANKCORR_SEEDS, RANKCORR_EPOCHS = "spaces/vq_gentle.yaml", 16, (0, 1), 12
 RANKCORR_SAMPLER_SEED = 12345
 MAIN_SPACE, MAIN_NAME, MAIN_VERIFY_SEEDS = "spaces/vq_gentle.yaml", "study-main", 3
+SEARCHES = (("quantizer", "spaces/quantizer.yaml"), ("context", "spaces/context.yaml"))  # stage `searches`
 # (name, config, overrides): the seed's fixes A-D, FSQ, codebook counter-measures on the sixth run,
 # and the order-aware context aggregators (the sixth run is the mean-pooling baseline).
 FIXES = (("sixth_run (mean)", "sixth_run", ()), ("A no refresh", "vq_no_refresh", ()), ("B gentle", "vq_gentle", ()),
@@ -407,15 +410,21 @@ def stage_main(workers: int = 2, exp_dir: Path | None = None, verify_seeds: int 
     """Run (or resume, or reuse) the main command's search under results/study-main, verify its
     winner over fresh seeds, write configs/stable_production.yaml from it, then summarise."""
     exp_dir = exp_dir or ROOT / "results" / MAIN_NAME
+    search_and_verify(MAIN_SPACE, exp_dir, workers, verify_seeds)
+    write_production_config(exp_dir, production)
+    return summarise_main(exp_dir, docs)
+
+
+def search_and_verify(space: str, exp_dir: Path, workers: int, verify_seeds: int) -> None:
+    """`scripts/search.py space` as exp_dir (resumed if it was cut short, reused if it finished),
+    then `scripts/verify.py exp_dir --seeds N --top 1` unless its verify.json exists."""
     if not (exp_dir / "best_trial.json").is_file():
-        cmd = [sys.executable, str(ROOT / "scripts" / "search.py"), MAIN_SPACE, "--name", exp_dir.name,
+        cmd = [sys.executable, str(ROOT / "scripts" / "search.py"), space, "--name", exp_dir.name,
                "--storage", str(exp_dir.parent), "--max-concurrent", str(workers)]
         subprocess.run(cmd + (["--resume"] if exp_dir.is_dir() else []), cwd=ROOT, check=True)
     if not (exp_dir / "verify.json").is_file():
         subprocess.run([sys.executable, str(ROOT / "scripts" / "verify.py"), str(exp_dir), "--seeds",
                         str(verify_seeds), "--top", "1", "--jobs", str(workers)], cwd=ROOT, check=True)
-    write_production_config(exp_dir, production)
-    return summarise_main(exp_dir, docs)
 
 
 def write_production_config(exp_dir: Path, path: Path = PRODUCTION_CONFIG) -> None:
@@ -443,6 +452,15 @@ def _items(rows: list[dict], planned: int, targets: Targets) -> dict:
 
 def summarise_main(exp_dir: Path, docs: Path = DOCS) -> dict:
     """docs/study/main.json (+ main_curves.png, main_params.png) from the experiment's files."""
+    summary = summarise_search(exp_dir, MAIN_SPACE, "main", "main", docs)
+    atomic_write_json(docs / "main.json", summary)
+    return summary
+
+
+def summarise_search(exp_dir: Path, space_path: str, prefix: str, stage: str, docs: Path = DOCS) -> dict:
+    """A search's summary from its experiment's files: budget, statuses, the five best trials with
+    each checklist item judged on their own runs, item pass counts over the full-budget trials and
+    the verification of the winner; its curves and params plots copied as docs/<prefix>_*.png."""
     from search.report import write_report
     from search.score import items_passed
     from search.targets import read_judging
@@ -451,7 +469,7 @@ def summarise_main(exp_dir: Path, docs: Path = DOCS) -> dict:
     docs.mkdir(parents=True, exist_ok=True)
     for name in ("curves.png", "params.png"):
         if (exp_dir / name).is_file():
-            shutil.copy2(exp_dir / name, docs / f"main_{name}")
+            shutil.copy2(exp_dir / name, docs / f"{prefix}_{name}")
     judging = read_judging(exp_dir)
     space = yaml.safe_load((exp_dir / "space.yaml").read_text())
     planned = space["budget"]["max_epochs"]
@@ -464,19 +482,36 @@ def summarise_main(exp_dir: Path, docs: Path = DOCS) -> dict:
     trials.sort(key=lambda t: -t["score"] if math.isfinite(t["score"]) else math.inf)
     full = [t for t in trials if t["epochs"] >= planned]
     item_keys = list(trials[0]["items"]) if trials else []
-    verify = read_json(exp_dir / "verify.json")
     starts = [t["start"] for t in trials if math.isfinite(t["start"])]
     ends = [t["end"] for t in trials if math.isfinite(t["end"])]
-    summary = {"command": command("main"), "search_command": f"python scripts/search.py {MAIN_SPACE}",
-               "experiment": str(exp_dir.relative_to(ROOT) if exp_dir.is_relative_to(ROOT) else exp_dir),
-               "budget": space["budget"], "targets": judging.targets.as_dict(),
-               "statuses": {st: sum(t["status"] == st for t in trials) for st in sorted({t["status"] for t in trials})},
-               "trials_span_s": (max(ends) - min(starts)) if starts and ends else math.nan,
-               "best": read_json(exp_dir / "best_trial.json"), "top": trials[:5],
-               "full_budget_trials": len(full),
-               "item_pass_counts_full_budget": {k: sum(t["items"][k]["pass"] for t in full) for k in item_keys},
-               "verify": verify}
-    atomic_write_json(docs / "main.json", summary)
+    return {"command": command(stage),
+            "search_command": f"python scripts/search.py {space_path}",
+            "experiment": str(exp_dir.relative_to(ROOT) if exp_dir.is_relative_to(ROOT) else exp_dir),
+            "budget": space["budget"], "targets": judging.targets.as_dict(),
+            "statuses": {st: sum(t["status"] == st for t in trials) for st in sorted({t["status"] for t in trials})},
+            "trials_span_s": (max(ends) - min(starts)) if starts and ends else math.nan,
+            "best": read_json(exp_dir / "best_trial.json"), "top": trials[:5],
+            "full_budget_trials": len(full),
+            "item_pass_counts_full_budget": {k: sum(t["items"][k]["pass"] for t in full) for k in item_keys},
+            "verify": read_json(exp_dir / "verify.json")}
+
+
+# --------------------------------------------------------------------------------------------
+# searches: the quantizer and context spaces, each searched like the main command and its winner verified
+
+
+def stage_searches(workers: int = 2, verify_seeds: int = MAIN_VERIFY_SEEDS, docs: Path = DOCS) -> dict:
+    """Search spaces/quantizer.yaml and spaces/context.yaml (results/study-<name>), verify each
+    winner over fresh seeds, then summarise both into docs/study/searches.json."""
+    for name, space in SEARCHES:
+        search_and_verify(space, ROOT / "results" / f"study-{name}", workers, verify_seeds)
+    return summarise_searches(docs)
+
+
+def summarise_searches(docs: Path = DOCS) -> dict:
+    summary = {name: summarise_search(ROOT / "results" / f"study-{name}", space, name, "searches", docs)
+               for name, space in SEARCHES if (ROOT / "results" / f"study-{name}" / "best_trial.json").is_file()}
+    atomic_write_json(docs / "searches.json", summary)
     return summary
 
 
@@ -592,7 +627,8 @@ def summarise_fixes(epochs: int = FIXES_EPOCHS, seeds: tuple[int, ...] = FIXES_S
 
 STAGES = {"collapse": stage_collapse, "confirm": stage_confirm, "calibrate": stage_calibrate,
           "rankcorr": stage_rankcorr, "main": stage_main,
-          "production": stage_production, "fixes": stage_fixes}
+          "production": stage_production, "fixes": stage_fixes, "searches": stage_searches}
+
 
 
 def run_stage(stage: str, workers: int) -> None:

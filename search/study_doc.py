@@ -264,14 +264,26 @@ def section_main(s: dict | None) -> list[str]:
     lines = ["## 6. The README's main command", ""]
     if s is None:
         return lines + not_run("main")
-    b, best = s["budget"], s["best"]
-    lines += [f"Command: `{s['command']}`: runs `{s['search_command']}` as `{s['experiment']}` (budget: "
-              f"{b['num_samples']} trials, ASHA from {b['grace_period']} to {b['max_epochs']} epochs, reduction "
-              f"factor {b['reduction_factor']}), then `python scripts/verify.py {s['experiment']} --seeds 3 --top 1` "
-              "retrains the winner with fresh seeds, and writes `configs/stable_production.yaml` from it. "
-              f"Trial statuses: {', '.join(f'{v} {k}' for k, v in s['statuses'].items())}; the trials ran over "
-              f"{_f(s['trials_span_s'] / 60, '{:.1f}')} min.", ""]
-    top = s["top"]
+    lines += [f"Command: `{s['command']}`: runs `{s['search_command']}` as `{s['experiment']}` ({_budget(s)}), then "
+              f"`python scripts/verify.py {s['experiment']} --seeds 3 --top 1` retrains the winner with fresh seeds, "
+              "and writes `configs/stable_production.yaml` from it. " + _statuses(s), ""]
+    return lines + _search_body(s, "The main command's winner", "main")
+
+
+def _budget(s: dict) -> str:
+    b = s["budget"]
+    return (f"budget: {b['num_samples']} trials, ASHA from {b['grace_period']} to {b['max_epochs']} epochs, "
+            f"reduction factor {b['reduction_factor']}")
+
+
+def _statuses(s: dict) -> str:
+    return (f"Trial statuses: {', '.join(f'{v} {k}' for k, v in s['statuses'].items())}; the trials ran over "
+            f"{_f(s['trials_span_s'] / 60, '{:.1f}')} min.")
+
+
+def _search_body(s: dict, who: str, prefix: str) -> list[str]:
+    """A search's five best trials item by item, the winner's verification and the answer."""
+    lines, top, b, best = [], s["top"], s["budget"], s["best"]
     if top:
         keys = list(top[0]["items"])
         labels = {k: v["label"] for k, v in top[0]["items"].items()}
@@ -300,8 +312,23 @@ def section_main(s: dict | None) -> list[str]:
         verdict = ("passes every checklist item in every fresh seed" if not never else
                    f"passes {len(always)} of {len(always) + len(never)} items in every fresh seed; not in every "
                    "seed: " + ", ".join(top[0]["items"].get(k, {}).get("label", k) if top else k for k in never))
-        lines += [f"**Answer.** The main command's winner {verdict}.", ""]
-    lines += ["![curves](study/main_curves.png)", "", "![params](study/main_params.png)", ""]
+        lines += [f"**Answer.** {who} {verdict}.", ""]
+    lines += [f"![curves](study/{prefix}_curves.png)", "", f"![params](study/{prefix}_params.png)", ""]
+    return lines
+
+
+def section_searches(s: dict | None) -> list[str]:
+    lines = ["## 9. The quantizer and context spaces", ""]
+    if not s:
+        return lines + not_run("searches")
+    first = next(iter(s.values()))
+    lines += [f"Command: `{first['command']}`: each space searched like the main command (same scheduler, score "
+              "and calibrated targets), its winner retrained with 3 fresh seeds by `scripts/verify.py`.", ""]
+    for name, summary in s.items():
+        lines += [f"### `{summary['search_command'].split()[-1]}`", "",
+                  f"Runs `{summary['search_command']}` as `{summary['experiment']}` ({_budget(summary)}). "
+                  + _statuses(summary), ""]
+        lines += _search_body(summary, f"The {name} search's winner", name)
     return lines
 
 
@@ -406,7 +433,8 @@ def write_study_doc(docs: Path = DOCS, out: Path = OUT) -> Path:
              + section_codes())
     # the interpretation, written by hand, no figures (they live in the tables): part 1, then part 2
     for notes, extra in ((docs / "notes.md", section_part2() + section_main(_load("main", docs))
-                          + section_production(_load("production", docs)) + section_fixes(_load("fixes", docs))),
+                          + section_production(_load("production", docs)) + section_fixes(_load("fixes", docs))
+                          + section_searches(_load("searches", docs))),
                          (docs / "notes_part2.md", [])):
         if notes.is_file():
             lines += [notes.read_text().rstrip(), ""]

@@ -113,6 +113,28 @@ def other_mount_namespace(pid: int) -> bool:
         return False
 
 
+def test_orphaned_trial_folders_are_moved_aside_in_the_bucket(s3_env, tmp_path, monkeypatch):
+    """An object store moves no folders: set_aside copies then deletes (search/storage.py)."""
+    from search.runner import set_aside_orphans
+    from search.storage import Location
+
+    env, client = s3_env
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for trial in ("trial_a", "trial_b"):
+        client.put_object(Bucket=BUCKET, Key=f"orphans/exp/{trial}/params.json", Body=b"{}")
+        client.put_object(Bucket=BUCKET, Key=f"orphans/exp/{trial}/run/metrics.jsonl", Body=b"")
+        (tmp_path / "exp" / trial).mkdir(parents=True)
+        (tmp_path / "exp" / trial / "params.json").write_text("{}")
+    loc = Location(local=tmp_path / "exp", remote=f"s3://{BUCKET}/orphans/exp")
+    assert set_aside_orphans(loc, study_ids={"a"}) == ["trial_b"]
+    objects = sorted(k for k in keys(client, "orphans/exp/") if not k.endswith("/"))  # no folder markers
+    assert objects == [
+        "orphans/exp/orphaned/trial_b/params.json", "orphans/exp/orphaned/trial_b/run/metrics.jsonl",
+        "orphans/exp/trial_a/params.json", "orphans/exp/trial_a/run/metrics.jsonl"]
+    assert (tmp_path / "exp" / "orphaned" / "trial_b" / "params.json").is_file()
+
+
 def test_a_local_folder_a_node_cannot_see_is_refused(blind_cluster):
     hidden = blind_cluster["hidden"]
     proc = run_script("scripts/search.py", "spaces/smoke.yaml", "--storage", str(hidden), "--name", "local",
@@ -222,6 +244,7 @@ def test_driver_sigkill_then_resume_from_the_bucket_finishes_the_budget(blind_cl
     assert "resume/killed/tuner.pkl" in keys(client, "resume/killed/")
     resumed = run_script(*args[1:], "--resume", cwd=tmp_path, timeout=600, env=env)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "Resumed: " in resumed.stdout, "the study was reconciled with Ray's restored trials"
     local = tmp_path / "results" / "killed"
     rows = (local / "trials.csv").read_text().splitlines()[1:]
     assert len(rows) == 3, "the number of trials equals the budget"

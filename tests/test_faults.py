@@ -131,6 +131,7 @@ def test_driver_killed_then_resumed_finishes_the_budget(tmp_path):
     resumed = run_script("scripts/search.py", str(space), "--storage", str(tmp_path / "r"), "--name", "driver",
                          "--resume", timeout=600)
     assert resumed.returncode == 0, f"delay {delay:.1f}s\n" + resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "Resumed: " in resumed.stdout, "the study was reconciled with Ray's restored trials"
     final = rows(exp)
     assert len(final) == 5, "the number of trials equals the budget"
     assert all(r["status"] in ("completed", "stopped", "collapsed") for r in final)

@@ -1,7 +1,11 @@
 import optuna
 from optuna.trial import TrialState
 
-from search.optuna_search import PruningAwareOptunaSearch, SamplerFactory
+import pytest
+from ray.tune.experiment import Trial
+from ray.tune.search import ConcurrencyLimiter
+
+from search.optuna_search import BudgetedSearch, PruningAwareOptunaSearch, SamplerFactory
 from search.space import DefineByRun, Param
 
 
@@ -12,24 +16,113 @@ def make(tmp_path, name="s"):
                                     storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}"))
 
 
-def test_trial_asked_after_the_last_snapshot_is_adopted_not_duplicated(tmp_path):
+def load(tmp_path, name="s"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def test_restore_puts_back_the_study_of_the_snapshot_and_replays_lost_trials(tmp_path):
+    """Asked, even finished, after Ray's last snapshot, then the driver dies: the restored study
+    is the snapshot's, and the restored search asks what the uninterrupted one would have."""
     searcher = make(tmp_path)
     first = searcher.suggest("t1")
     searcher.save(str(tmp_path / "snapshot.pkl"))  # Ray's periodic snapshot
-    lost = searcher.suggest("t2")  # asked, then the driver dies before the next snapshot
+    lost = searcher.suggest("t2")  # asked after it ...
+    searcher.on_trial_complete("t2", {"score": 0.9, "epoch": 2, "trial/finished": 1.0})  # ... and finished
+    assert len(load(tmp_path).trials) == 2
 
     restored = make(tmp_path)
     restored.restore(str(tmp_path / "snapshot.pkl"))
+    assert [t.params for t in load(tmp_path).trials] == [first], "the study as the snapshot saw it"
     again = restored.suggest("t3")  # Ray fills the budget with a new trial id
-    assert again == lost  # the orphan's params, not a fresh draw
-    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}")
-    assert len(study.trials) == 2
+    assert again == lost, "the same draw as before the kill: a replay, not a duplicate"
     restored.on_trial_complete("t1", {"score": 0.5, "epoch": 2, "trial/finished": 1.0})
     restored.on_trial_complete("t3", {"score": 0.2, "epoch": 1, "trial/finished": 0.0})
-    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study = load(tmp_path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED]
-    assert study.trials[0].params == first and study.trials[1].params == lost
-    assert study.trials[1].user_attrs["ray_trial_id"] == "t3"
+    assert [t.params for t in study.trials] == [first, lost]
+    assert [t.user_attrs["ray_trial_id"] for t in study.trials] == ["t1", "t3"]
+
+
+def test_restore_elsewhere_brings_the_study_with_the_snapshot(tmp_path):
+    """A resume on another machine: no study.db there, the snapshot alone carries it."""
+    searcher = make(tmp_path)
+    first = searcher.suggest("t1")
+    searcher.on_trial_complete("t1", {"score": 0.5, "epoch": 2, "trial/finished": 1.0})
+    searcher.save(str(tmp_path / "snapshot.pkl"))
+    (tmp_path / "study.db").unlink()
+    restored = make(tmp_path)  # a fresh, empty study.db, as Tuner.restore's unpickled searcher makes
+    assert load(tmp_path).trials == []
+    restored.restore(str(tmp_path / "snapshot.pkl"))
+    (trial,) = load(tmp_path).trials
+    assert trial.params == first and trial.state == TrialState.COMPLETE and trial.value == 0.5
+
+
+def budgeted(tmp_path, budget=3, max_concurrent=0):
+    base = make(tmp_path)
+    search = BudgetedSearch(ConcurrencyLimiter(base, max_concurrent) if max_concurrent else base)
+    search.add_configurations({"smoke": {"run": lambda config: None, "num_samples": budget}})
+    return search
+
+
+def ray_trial(trial_id: str, config: dict, status: str = Trial.RUNNING, result: dict | None = None) -> Trial:
+    """A trial as Ray restores it from its experiment state."""
+    trial = Trial("run_trial", config=config, trial_id=trial_id, stub=True)
+    trial.set_status(status)
+    if result:
+        trial.update_last_result(result)
+    return trial
+
+
+FINISHED = {"score": 0.7, "epoch": 3, "trial/finished": 1.0}
+
+
+def test_a_restore_with_ray_newer_than_the_searcher_adopts_ray_s_trials(tmp_path):
+    """The generator and searcher files are older than Ray's trial list (a driver killed
+    mid-upload): the study gains Ray's later trials, with their parameters and results, and the
+    budget is reached without asking more (before: two extra trials, drawn again)."""
+    search = budgeted(tmp_path)
+    base = search.searcher
+    first = base.suggest("t1")
+    search.save_to_dir(str(tmp_path), "s")  # the generator and searcher files, as uploaded
+    second, third = base.suggest("t2"), base.suggest("t3")  # Ray's trial list is newer
+
+    restored = budgeted(tmp_path)
+    restored.restore_from_dir(str(tmp_path))
+    assert not restored.is_finished(), "nothing is decided before the reconciliation"
+    restored.reconcile([ray_trial("t1", first), ray_trial("t2", second, Trial.TERMINATED, FINISHED),
+                        ray_trial("t3", third)])
+    assert restored.is_finished(), "three trials: the budget"
+    study = load(tmp_path)
+    assert [t.params for t in study.trials] == [first, second, third]
+    assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.COMPLETE, TrialState.RUNNING]
+    assert study.trials[1].value == 0.7
+    assert [t.user_attrs["ray_trial_id"] for t in study.trials] == ["t1", "t2", "t3"]
+    restored.searcher.on_trial_complete("t3", FINISHED)  # an adopted trial is told like any other
+    assert load(tmp_path).trials[2].state == TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("max_concurrent", [0, 2])
+def test_a_restore_with_the_searcher_newer_than_ray_reruns_what_ray_lost(tmp_path, max_concurrent):
+    """Trials asked after Ray's snapshot of its trials: one the study finished stays and counts;
+    one still RUNNING gives its parameters to the next new trial (run again, not asked twice).
+    Under a ConcurrencyLimiter the lost and ended trials free their slots (else: a hang)."""
+    search = budgeted(tmp_path, max_concurrent=max_concurrent)
+    searcher = search.searcher  # the limiter, if any, then PruningAwareOptunaSearch
+    first, second = searcher.suggest("t1"), searcher.suggest("t2")
+    searcher.on_trial_complete("t2", FINISHED)
+    third = searcher.suggest("t3")  # with the limiter: t1 and t3 fill its two slots
+    search.save_to_dir(str(tmp_path), "s")
+
+    restored = budgeted(tmp_path, max_concurrent=max_concurrent)
+    restored.restore_from_dir(str(tmp_path))
+    restored.reconcile([ray_trial("t1", first, Trial.TERMINATED, FINISHED)])  # Ray knew t1 only
+    assert not restored.is_finished(), "t1 and t2 count; t3 is to run again"
+    assert restored.searcher.suggest("t4") == third
+    assert restored.is_finished()
+    study = load(tmp_path)
+    assert [t.params for t in study.trials] == [first, second, third], "no trial asked twice"
+    assert [t.state for t in study.trials][:2] == [TrialState.COMPLETE, TrialState.COMPLETE], "t1's end told"
+    assert [t.user_attrs["ray_trial_id"] for t in study.trials] == ["t1", "t2", "t4"]
 
 
 def test_stopped_trial_is_pruned_with_its_intermediate_values(tmp_path):
@@ -67,20 +160,6 @@ def test_multi_objective_trials_are_told_their_values_pruned_or_failed(tmp_path)
     study = optuna.load_study(study_name="m", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
     assert study.trials[0].values == [0.3, 12.0, 3.5]
-
-
-def test_restore_never_replays_the_sampler(tmp_path):
-    """A snapshot older than the study: the restored searcher must not draw old params again."""
-    searcher = make(tmp_path)
-    searcher.suggest("t1")
-    searcher.save(str(tmp_path / "snapshot.pkl"))
-    second = searcher.suggest("t2")
-    searcher.on_trial_complete("t2", {"score": 0.1, "epoch": 1, "trial/finished": 1.0})  # known to the study only
-
-    restored = make(tmp_path)
-    restored.restore(str(tmp_path / "snapshot.pkl"))
-    third = restored.suggest("t3")
-    assert third != second  # the old sampler state would have drawn `second` again
 
 
 def test_the_study_names_its_objectives(tmp_path):

@@ -43,3 +43,25 @@ def test_copies_through_pyarrow_to_and_from_a_uri(tmp_path):
     assert (mirror.local / "trial_a" / "params.json").is_file()
     with pytest.raises(OSError):
         download(Location(local=tmp_path / "x", remote=f"file://{tmp_path}/nothing-here"))
+
+
+def test_orphaned_trial_folders_are_set_aside_in_storage_and_locally(tmp_path):
+    """A resumed search's trial folders with no study trial go to orphaned/,
+    where the experiment's readers do not count them (search/runner.py: set_aside_orphans)."""
+    from search.export import read_trials
+    from search.runner import set_aside_orphans
+
+    remote_root = tmp_path / "bucket"
+    loc = Location(local=tmp_path / "results" / "exp", remote=f"file://{remote_root}/exp")
+    for name in ("trial_a", "trial_b"):
+        (loc.local / name).mkdir(parents=True)
+        (loc.local / name / "params.json").write_text('{"lr": 0.1}')
+    (remote_root / "exp").mkdir(parents=True)
+    upload(loc, ["trial_a", "trial_b"])
+    assert set_aside_orphans(loc, study_ids={"a"}) == ["trial_b"]
+    for root in (loc.local, remote_root / "exp"):
+        assert (root / "trial_a" / "params.json").is_file()
+        assert not (root / "trial_b").exists()
+        assert (root / "orphaned" / "trial_b" / "params.json").read_text() == '{"lr": 0.1}'
+    assert [t.path.name for t in read_trials(loc.local)] == ["trial_a"]
+    assert set_aside_orphans(loc, study_ids={"a"}) == [], "nothing left to set aside"
