@@ -443,6 +443,13 @@ def write_production_config(exp_dir: Path, path: Path = PRODUCTION_CONFIG) -> No
     atomic_write_text(path, header + yaml.safe_dump(config, sort_keys=False))
 
 
+def grad_after_first_epoch(rows: list[dict]) -> dict:
+    """The largest per-epoch gradient-norm mean and max after the first epoch (the first is a
+    transient the no-VQ reference fails too, section 3), for reading the gradient items."""
+    return {"mean": max((r["grad/norm_mean"] for r in rows[1:]), default=math.nan),
+            "max": max((r["grad/norm_max"] for r in rows[1:]), default=math.nan)}
+
+
 def _items(rows: list[dict], planned: int, targets: Targets) -> dict:
     from search.checklist import evaluate_checklist, format_item
 
@@ -484,6 +491,7 @@ def summarise_search(exp_dir: Path, space_path: str, prefix: str, stage: str, do
     item_keys = list(trials[0]["items"]) if trials else []
     starts = [t["start"] for t in trials if math.isfinite(t["start"])]
     ends = [t["end"] for t in trials if math.isfinite(t["end"])]
+    best_id = read_json(exp_dir / "best_trial.json").get("trial_id")
     return {"command": command(stage),
             "search_command": f"python scripts/search.py {space_path}",
             "experiment": str(exp_dir.relative_to(ROOT) if exp_dir.is_relative_to(ROOT) else exp_dir),
@@ -493,7 +501,9 @@ def summarise_search(exp_dir: Path, space_path: str, prefix: str, stage: str, do
             "best": read_json(exp_dir / "best_trial.json"), "top": trials[:5],
             "full_budget_trials": len(full),
             "item_pass_counts_full_budget": {k: sum(t["items"][k]["pass"] for t in full) for k in item_keys},
-            "verify": read_json(exp_dir / "verify.json")}
+            "verify": read_json(exp_dir / "verify.json"),
+            "verify_grad_after_epoch1": [grad_after_first_epoch(read_jsonl(path)) for path in
+                                         sorted((exp_dir / "verify").glob(f"{best_id}-seed*/metrics.jsonl"))]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -548,8 +558,7 @@ def summarise_production(seeds: tuple[int, ...] = PRODUCTION_SEEDS, config: Path
         status = read_json(run_dir / "status.json").get("status", "missing")
         entry = _run_summary("stable_production", run_dir.name, TrainRun(run_dir.name, rows=rows, status=status), planned)
         entry["items"] = {name: _items(rows, planned, t) if rows else {} for name, t in target_sets.items()}
-        entry["grad_after_epoch1"] = {"mean": max((r["grad/norm_mean"] for r in rows[1:]), default=math.nan),
-                                      "max": max((r["grad/norm_max"] for r in rows[1:]), default=math.nan)}
+        entry["grad_after_epoch1"] = grad_after_first_epoch(rows)
         entry["relational_loss_epoch1"] = rows[0]["loss/relational"] if rows else math.nan
         summary["runs"].append(entry)
     for name in target_sets:

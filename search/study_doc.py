@@ -14,7 +14,7 @@ from pathlib import Path
 from model.io import atomic_write_text
 from search.runs import ROOT
 from search.study import DOCS
-from search.targets import SIGNATURE_BY_EPOCH, SIGNATURE_CONTEXT_RANK, SIGNATURE_USAGE
+from search.targets import GRAD_MAX_MAX, GRAD_MEAN_MAX, SIGNATURE_BY_EPOCH, SIGNATURE_CONTEXT_RANK, SIGNATURE_USAGE
 
 OUT = ROOT / "docs" / "study.md"
 
@@ -313,8 +313,22 @@ def _search_body(s: dict, who: str, prefix: str) -> list[str]:
                    f"passes {len(always)} of {len(always) + len(never)} items in every fresh seed; not in every "
                    "seed: " + ", ".join(top[0]["items"].get(k, {}).get("label", k) if top else k for k in never))
         lines += [f"**Answer.** {who} {verdict}.", ""]
+        lines += _grad_after_first_epoch(s.get("verify_grad_after_epoch1", []))
     lines += [f"![curves](study/{prefix}_curves.png)", "", f"![params](study/{prefix}_params.png)", ""]
     return lines
+
+
+def _grad_after_first_epoch(after: list[dict]) -> list[str]:
+    """What the gradient items say once the first epoch is left out (computed, not asserted)."""
+    if not after:
+        return []
+    mean, top = max(a["mean"] for a in after), max(a["max"] for a in after)
+    held = mean < GRAD_MEAN_MAX and top < GRAD_MAX_MAX
+    return [f"After the first epoch, the gradient norms of these runs stay at most {_f(mean)} (mean) and {_f(top)} "
+            f"(max) against the seed's bars of {GRAD_MEAN_MAX:g} and {GRAD_MAX_MAX:g}: "
+            + ("the gradient items fail, where they fail, on the first epoch alone (section 3 shows the no-VQ "
+               "reference failing that epoch too)." if held else "the bars are crossed after the first epoch as well."),
+            ""]
 
 
 def section_searches(s: dict | None) -> list[str]:
@@ -361,11 +375,7 @@ def section_production(s: dict | None) -> list[str]:
                                         f"items in {n}/{n} fresh seeds over {s['epochs']} epochs; items it does not pass "
                                         "in every seed: " + "; ".join(f"{labels[k]} ({rates[k]}/{n})" for k in rates
                                                                       if rates[k] < n) + "."), ""]
-        after = [r["grad_after_epoch1"] for r in runs if "grad_after_epoch1" in r]
-        lines += [] if not after else [f"After the first epoch, the gradient norms of these runs stay at most {_f(max(a['mean'] for a in after))} "
-                  f"(mean) and {_f(max(a['max'] for a in after))} (max) against the seed's bars of 50 and 150; the "
-                  "items fail, where they fail, on the first epoch. Section 3 shows what the no-VQ reference does on "
-                  "that epoch.", ""]
+        lines += _grad_after_first_epoch([r["grad_after_epoch1"] for r in runs if "grad_after_epoch1" in r])
     lines += ["![production](study/production.png)", ""]
     return lines
 
