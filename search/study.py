@@ -51,7 +51,8 @@ COLLAPSE_SPACE, COLLAPSE_NAME = "spaces/collapse.yaml", "study-collapse"
 RANKCORR_SPACE, RANKCORR_CONFIGS, RANKCORR_SEEDS, RANKCORR_EPOCHS = "spaces/vq_gentle.yaml", 16, (0, 1), 12
 RANKCORR_SAMPLER_SEED = 12345
 MAIN_SPACE, MAIN_NAME, MAIN_VERIFY_SEEDS = "spaces/vq_gentle.yaml", "study-main", 3
-SEARCHES = (("quantizer", "spaces/quantizer.yaml"), ("context", "spaces/context.yaml"))  # stage `searches`
+# stage `searches`: (name, space, the parameter whose values the summary compares)
+SEARCHES = (("quantizer", "spaces/quantizer.yaml", "vq.kind"), ("context", "spaces/context.yaml", "model.aggregator"))
 # (name, config, overrides): the seed's fixes A-D, FSQ, codebook counter-measures on the sixth run,
 # and the order-aware context aggregators (the sixth run is the mean-pooling baseline).
 FIXES = (("sixth_run (mean)", "sixth_run", ()), ("A no refresh", "vq_no_refresh", ()), ("B gentle", "vq_gentle", ()),
@@ -464,7 +465,8 @@ def summarise_main(exp_dir: Path, docs: Path = DOCS) -> dict:
     return summary
 
 
-def summarise_search(exp_dir: Path, space_path: str, prefix: str, stage: str, docs: Path = DOCS) -> dict:
+def summarise_search(exp_dir: Path, space_path: str, prefix: str, stage: str, docs: Path = DOCS,
+                     group_by: str | None = None) -> dict:
     """A search's summary from its experiment's files: budget, statuses, the five best trials with
     each checklist item judged on their own runs, item pass counts over the full-budget trials and
     the verification of the winner; its curves and params plots copied as docs/<prefix>_*.png."""
@@ -484,6 +486,7 @@ def summarise_search(exp_dir: Path, space_path: str, prefix: str, stage: str, do
     for t, rows in _trials_with_rows(exp_dir):
         trials.append({**_trial_base(t, rows), "passed": items_passed(t.final("score")),
                        "items": _items(rows, planned, judging.targets),
+                       "val/loss": _final(rows, "val/loss"), "rank/context": _final(rows, "rank/context"),
                        "start": read_json(t.path / "run" / "placement.json").get("start", math.nan),
                        "end": read_json(t.path / "run" / "placement.json").get("end", math.nan)})
     trials.sort(key=lambda t: -t["score"] if math.isfinite(t["score"]) else math.inf)
@@ -501,9 +504,28 @@ def summarise_search(exp_dir: Path, space_path: str, prefix: str, stage: str, do
             "best": read_json(exp_dir / "best_trial.json"), "top": trials[:5],
             "full_budget_trials": len(full),
             "item_pass_counts_full_budget": {k: sum(t["items"][k]["pass"] for t in full) for k in item_keys},
+            "groups": _groups(trials, group_by, planned) if group_by else {}, "group_by": group_by,
             "verify": read_json(exp_dir / "verify.json"),
             "verify_grad_after_epoch1": [grad_after_first_epoch(read_jsonl(path)) for path in
                                          sorted((exp_dir / "verify").glob(f"{best_id}-seed*/metrics.jsonl"))]}
+
+
+def _groups(trials: list[dict], key: str, planned: int) -> dict:
+    """For each value of `key`: its trials, its best by score (items failed) and its lowest final
+    val loss among the trials that ran the full budget."""
+    groups = {}
+    for value in sorted({json.dumps(t["params"].get(key)) for t in trials}):
+        members = [t for t in trials if json.dumps(t["params"].get(key)) == value]  # trials: best first
+        best, full = members[0], [t for t in members if t["epochs"] >= planned]
+        lowest = min(full, key=lambda t: t["val/loss"]) if full else None
+        groups[json.loads(value) if value != "null" else "(base)"] = {
+            "trials": len(members), "full_budget": len(full),
+            "best": {k: best[k] for k in ("trial_id", "score", "epochs", "val/loss", "rank/context")}
+            | {"failed": [v["label"] for v in best["items"].values() if not v["pass"]]},
+            "lowest_val_loss": None if lowest is None else
+            {k: lowest[k] for k in ("trial_id", "score", "val/loss", "rank/context")}
+            | {"failed": [v["label"] for v in lowest["items"].values() if not v["pass"]]}}
+    return groups
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,14 +535,15 @@ def summarise_search(exp_dir: Path, space_path: str, prefix: str, stage: str, do
 def stage_searches(workers: int = 2, verify_seeds: int = MAIN_VERIFY_SEEDS, docs: Path = DOCS) -> dict:
     """Search spaces/quantizer.yaml and spaces/context.yaml (results/study-<name>), verify each
     winner over fresh seeds, then summarise both into docs/study/searches.json."""
-    for name, space in SEARCHES:
+    for name, space, _ in SEARCHES:
         search_and_verify(space, ROOT / "results" / f"study-{name}", workers, verify_seeds)
     return summarise_searches(docs)
 
 
 def summarise_searches(docs: Path = DOCS) -> dict:
-    summary = {name: summarise_search(ROOT / "results" / f"study-{name}", space, name, "searches", docs)
-               for name, space in SEARCHES if (ROOT / "results" / f"study-{name}" / "best_trial.json").is_file()}
+    summary = {name: summarise_search(ROOT / "results" / f"study-{name}", space, name, "searches", docs, group_by)
+               for name, space, group_by in SEARCHES
+               if (ROOT / "results" / f"study-{name}" / "best_trial.json").is_file()}
     atomic_write_json(docs / "searches.json", summary)
     return summary
 

@@ -342,8 +342,28 @@ def section_searches(s: dict | None) -> list[str]:
         lines += [f"### `{summary['search_command'].split()[-1]}`", "",
                   f"Runs `{summary['search_command']}` as `{summary['experiment']}` ({_budget(summary)}). "
                   + _statuses(summary), ""]
+        lines += _groups_table(summary)
         lines += _search_body(summary, f"The {name} search's winner", name)
     return lines
+
+
+def _groups_table(s: dict) -> list[str]:
+    """The search's trials by the value of one parameter: its best by score, its lowest val loss."""
+    groups, key = s.get("groups") or {}, s.get("group_by")
+    if not groups:
+        return []
+    lines = [f"By `{key}`: each value's best trial by score, and its lowest final val loss among the trials "
+             f"that ran all {s['budget']['max_epochs']} epochs (items failed, calibrated targets):", "",
+             "| value | trials (full budget) | best by score | its val loss, context rank | its failed items "
+             "| lowest val loss | its context rank | its failed items |", "|---" * 8 + "|"]
+    for value, g in groups.items():
+        b, low = g["best"], g["lowest_val_loss"]
+        lines.append(f"| {value} | {g['trials']} ({g['full_budget']}) | `{b['trial_id']}` {_f(b['score'], '{:.4f}')} "
+                     f"({b['epochs']} ep) | {_f(b['val/loss'])}, {_f(b['rank/context'])} | "
+                     f"{', '.join(b['failed']) or 'none'} | "
+                     + (f"`{low['trial_id']}` {_f(low['val/loss'])} | {_f(low['rank/context'])} | "
+                        f"{', '.join(low['failed']) or 'none'} |" if low else "none ran the full budget | | |"))
+    return lines + [""]
 
 
 def section_production(s: dict | None) -> list[str]:
