@@ -5,7 +5,9 @@
                                      [--out docs/benchmarks.md]
 
 For each thread count, in one process: samples/s of a full training step (batch gather,
-augmentation, forward, backward, clip, AdamW, EMA update; the step of model/train.py), the
+augmentation, then model/train.py's train_step itself: forward, backward, clip, AdamW, EMA
+update; the dead-code refresh every refresh_interval steps and the end-of-epoch read-back are
+left out), the
 share of that step spent building the batch, the model's FLOPs per sample (counted by
 torch.utils.flop_counter over one real forward + backward, i.e. from the shapes of the ops
 that ran) and the achieved FLOP/s as a fraction of a large fp32 matmul timed in the same
@@ -34,8 +36,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from model.config import load_config  # noqa: E402
 from model.data import load_arc_data, make_batch, make_examples  # noqa: E402
-from model.jepa import LossWeights, jepa_loss  # noqa: E402
-from model.train import build_model, make_optimizer  # noqa: E402
+from model.jepa import jepa_loss  # noqa: E402
+from model.train import build_model, loss_weights, make_optimizer, train_step  # noqa: E402
 
 
 def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> float:
@@ -55,8 +57,7 @@ def measure(cfg, data, threads: int, steps: int, buckets: bool = True, warmup: i
     if not buckets:
         model.context_encoder.bucket_edges = model.target_encoder.bucket_edges = ()
     optimizer = make_optimizer(model, cfg.training.lr, cfg.training.weight_decay)
-    weights = LossWeights(cfg.loss.sigreg_weight, cfg.loss.sigreg_directions, cfg.relational_loss.weight,
-                          cfg.relational_loss.context_self_weight)
+    weights = loss_weights(cfg)
     g = torch.Generator().manual_seed(0)
     contexts, targets = make_examples(data.train_tasks, cfg.data.context_length, g)
     bs = cfg.training.batch_size
@@ -66,14 +67,8 @@ def measure(cfg, data, threads: int, steps: int, buckets: bool = True, warmup: i
         idx = torch.arange(i * bs, (i + 1) * bs) % len(targets)
         return make_batch(data.records, contexts[idx], targets[idx], g if cfg.data.augment else None, device)
 
-    def step(b):
-        out = model(b)
-        terms = jepa_loss(model, b, out, weights, g)
-        optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.training.grad_clip.max_norm)
-        optimizer.step()
-        model.update_target(0.996)
+    def step(b):  # the trainer's own step (model/train.py: train_step)
+        train_step(model, optimizer, b, weights, g, cfg.training.grad_clip.max_norm, 0.996)
 
     for i in range(warmup):
         step(batch(i))
