@@ -103,6 +103,16 @@ def measure(cfg, data, threads: int, steps: int, buckets: bool = True, warmup: i
             "top": top}
 
 
+def limited_by(row: dict) -> str:
+    """The conclusion, from the figures of the same run (a measure() row with its profile)."""
+    if row["data_share"] >= 0.5:
+        return f"Limited by: batch building, {row['data_share']:.0%} of a step at {row['threads']} thread(s)."
+    ops = ", ".join(f"`{name}` ({share:.0%})" for name, share, _ in row["top"][:3])
+    return (f"Limited by: the model's own ops, not batch building ({row['data_share']:.0%} of a step at "
+            f"{row['threads']} thread(s)); the step runs at {row['fraction']:.0%} of a large matmul's FLOP/s"
+            + (f", and its largest ops by self CPU time are {ops}." if ops else "."))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/sixth_run.yaml")
@@ -151,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
               "", "Top ops by self CPU time, 10 profiled steps at 1 thread (torch.profiler):", "",
               "| op | share of self CPU time | calls per step |", "|---|---|---|"]
     lines += [f"| `{name}` | {share:.1%} | {calls} |" for name, share, calls in fast["top"]]
-    lines += ["", "Limited by: the encoder's small matrix products and attention (memory- and "
-              "overhead-bound at this width), not by data or batching."]
+    lines += ["", limited_by(fast)]
     text = "\n".join(lines) + "\n"
     emit(text, args.out)
     return 0
