@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         budget = load_space(exp / "space.yaml").space.budget
         wall, how = experiment_wall_time(exp)
         rows = list(csv.DictReader((exp / "trials.csv").open()))
-        return section(rows, wall, how, budget, args, argv)
+        return section(rows, wall, how, budget, args, argv, epoch_seconds(exp), os.cpu_count() or 1)
     budget = load_space(args.space).space.budget
     with tempfile.TemporaryDirectory() as storage:
         started = time.perf_counter()
@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
             return 1
         rows = list(csv.DictReader((Path(storage) / "bench" / "trials.csv").open()))
-    return section(rows, wall, "the search process, start to exit", budget, args, argv)
+        epoch_s = epoch_seconds(Path(storage) / "bench")
+    return section(rows, wall, "the search process, start to exit", budget, args, argv, epoch_s, os.cpu_count() or 1)
 
 
 def experiment_wall_time(exp: Path) -> tuple[float, str]:
@@ -72,7 +73,26 @@ def experiment_wall_time(exp: Path) -> tuple[float, str]:
             "first trial's start to last trial's end (placement.json; Ray's start and the export add seconds)")
 
 
-def section(rows: list[dict], wall: float, how: str, budget, args, argv) -> int:
+def epoch_seconds(exp: Path) -> float:
+    """Seconds the trials spent in their epochs (training and evaluation), from each trial's
+    run/metrics.jsonl (time/epoch_s), summed over trials."""
+    import json
+
+    return sum(json.loads(line)["time/epoch_s"] for path in exp.glob("*/run/metrics.jsonl")
+               for line in path.read_text().splitlines() if line.strip())
+
+
+def limited_by(epoch_s: float, wall: float, cores: int) -> str:
+    """The conclusion, from the same run: the share of the cores' wall time spent in epochs."""
+    share = epoch_s / (wall * cores)
+    part = "the trials' epochs" if share >= 0.5 else "what runs outside the epochs"
+    return (f"Limited by: {part}: "
+            f"epochs take {share:.0%} of the wall time x {cores} cores ({epoch_s / 60:.1f} of "
+            f"{wall * cores / 60:.1f} core-minutes); the rest is trial start-up, checkpoints, Ray, and cores idle "
+            "while ASHA waits at a rung or the last trials run alone.")
+
+
+def section(rows: list[dict], wall: float, how: str, budget, args, argv, epoch_s: float, cores: int) -> int:
     epochs = sum(int(r["epochs"]) for r in rows)
     statuses = Counter(r["status"] for r in rows)
     best = max(float(r["score"]) for r in rows if r["score"])
@@ -90,7 +110,7 @@ def section(rows: list[dict], wall: float, how: str, budget, args, argv) -> int:
         f"| {wall / 60:.1f} min | {len(rows)} ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}) "
         f"| {epochs} | {epochs / (budget.num_samples * budget.max_epochs):.0%} | {best:.4f} |",
         "",
-        "Limited by: the trials' training steps on the machine's CPU cores (one trial per core).",
+        limited_by(epoch_s, wall, cores),
         "",
     ])
     emit(text, args.out)

@@ -5,7 +5,9 @@
                                      [--out docs/benchmarks.md]
 
 For each thread count, in one process: samples/s of a full training step (batch gather,
-augmentation, forward, backward, clip, AdamW, EMA update; the step of model/train.py), the
+augmentation, then model/train.py's train_step itself: forward, backward, clip, AdamW, EMA
+update; the dead-code refresh every refresh_interval steps and the end-of-epoch read-back are
+left out), the
 share of that step spent building the batch, the model's FLOPs per sample (counted by
 torch.utils.flop_counter over one real forward + backward, i.e. from the shapes of the ops
 that ran) and the achieved FLOP/s as a fraction of a large fp32 matmul timed in the same
@@ -34,8 +36,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from model.config import load_config  # noqa: E402
 from model.data import load_arc_data, make_batch, make_examples  # noqa: E402
-from model.jepa import LossWeights, jepa_loss  # noqa: E402
-from model.train import build_model, make_optimizer  # noqa: E402
+from model.jepa import jepa_loss  # noqa: E402
+from model.train import build_model, loss_weights, make_optimizer, train_step  # noqa: E402
 
 
 def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> float:
@@ -55,8 +57,7 @@ def measure(cfg, data, threads: int, steps: int, buckets: bool = True, warmup: i
     if not buckets:
         model.context_encoder.bucket_edges = model.target_encoder.bucket_edges = ()
     optimizer = make_optimizer(model, cfg.training.lr, cfg.training.weight_decay)
-    weights = LossWeights(cfg.loss.sigreg_weight, cfg.loss.sigreg_directions, cfg.relational_loss.weight,
-                          cfg.relational_loss.context_self_weight)
+    weights = loss_weights(cfg)
     g = torch.Generator().manual_seed(0)
     contexts, targets = make_examples(data.train_tasks, cfg.data.context_length, g)
     bs = cfg.training.batch_size
@@ -66,14 +67,8 @@ def measure(cfg, data, threads: int, steps: int, buckets: bool = True, warmup: i
         idx = torch.arange(i * bs, (i + 1) * bs) % len(targets)
         return make_batch(data.records, contexts[idx], targets[idx], g if cfg.data.augment else None, device)
 
-    def step(b):
-        out = model(b)
-        terms = jepa_loss(model, b, out, weights, g)
-        optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.training.grad_clip.max_norm)
-        optimizer.step()
-        model.update_target(0.996)
+    def step(b):  # the trainer's own step (model/train.py: train_step)
+        train_step(model, optimizer, b, weights, g, cfg.training.grad_clip.max_norm, 0.996)
 
     for i in range(warmup):
         step(batch(i))
@@ -106,6 +101,16 @@ def measure(cfg, data, threads: int, steps: int, buckets: bool = True, warmup: i
             "flops_per_sample": flops_per_sample, "achieved": samples_per_s * flops_per_sample,
             "matmul": peak, "fraction": samples_per_s * flops_per_sample / peak, "buckets": buckets,
             "top": top}
+
+
+def limited_by(row: dict) -> str:
+    """The conclusion, from the figures of the same run (a measure() row with its profile)."""
+    if row["data_share"] >= 0.5:
+        return f"Limited by: batch building, {row['data_share']:.0%} of a step at {row['threads']} thread(s)."
+    ops = ", ".join(f"`{name}` ({share:.0%})" for name, share, _ in row["top"][:3])
+    return (f"Limited by: the model's own ops, not batch building ({row['data_share']:.0%} of a step at "
+            f"{row['threads']} thread(s)); the step runs at {row['fraction']:.0%} of a large matmul's FLOP/s"
+            + (f", and its largest ops by self CPU time are {ops}." if ops else "."))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
               "", "Top ops by self CPU time, 10 profiled steps at 1 thread (torch.profiler):", "",
               "| op | share of self CPU time | calls per step |", "|---|---|---|"]
     lines += [f"| `{name}` | {share:.1%} | {calls} |" for name, share, calls in fast["top"]]
-    lines += ["", "Limited by: the encoder's small matrix products and attention (memory- and "
-              "overhead-bound at this width), not by data or batching."]
+    lines += ["", limited_by(fast)]
     text = "\n".join(lines) + "\n"
     emit(text, args.out)
     return 0

@@ -79,6 +79,35 @@ def make_optimizer(model: JEPA, lr: float, weight_decay: float) -> torch.optim.A
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr)
 
 
+def loss_weights(cfg: TrainConfig) -> LossWeights:
+    """The loss's weights from the config (train() and the benches)."""
+    return LossWeights(cfg.loss.sigreg_weight, cfg.loss.sigreg_directions, cfg.relational_loss.weight,
+                       cfg.relational_loss.context_self_weight, cfg.relational_loss.reduction)
+
+
+LOSS_TERMS = ("total", "infonce", "sigreg", "relational", "vq")
+
+
+def train_step(model: JEPA, optimizer: torch.optim.Optimizer, batch, weights: LossWeights,
+               sigreg_generator: torch.Generator, max_norm: float, momentum: float) -> dict[str, torch.Tensor]:
+    """One optimisation step: the step train() runs and bench/train_throughput.py times.
+    Returns the loss terms (LOSS_TERMS) and the gradient norm before clipping ("grad_norm") as
+    detached tensors on the model's device. Nothing here reads a value back to the host, so a GPU
+    never waits on it: the caller reads the step's values once an epoch, and a non-finite loss is
+    found there (train: the epoch's first non-finite step)."""
+    # ---- forward
+    out = model(batch)
+    terms = jepa_loss(model, batch, out, weights, sigreg_generator)
+    # ---- backward (gradient norm measured before clipping)
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    # ---- EMA update of the target encoder
+    model.update_target(momentum)
+    return {**{k: terms[k].detach() for k in LOSS_TERMS}, "grad_norm": grad_norm.detach()}
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -163,9 +192,7 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
     if t.num_threads > 0:
         torch.set_num_threads(t.num_threads)
     device = resolve_device(t.device)
-    weights = LossWeights(cfg.loss.sigreg_weight, cfg.loss.sigreg_directions,
-                          cfg.relational_loss.weight, cfg.relational_loss.context_self_weight,
-                          cfg.relational_loss.reduction)
+    weights = loss_weights(cfg)
 
     # ---- data: real ARC tasks, split by task id; val examples fixed for the whole run
     data = load_arc_data(cfg.data.sources, cfg.data.val_fraction, cfg.data.max_objects, cfg.data.max_tasks)
@@ -211,50 +238,42 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
         while state["epoch"] < t.epochs:
             epoch = state["epoch"] + 1
             started = time.perf_counter()
-            sums = {k: 0.0 for k in ("total", "infonce", "sigreg", "relational", "vq")}
-            grad_norms: list[float] = []
+            steps: list[dict[str, torch.Tensor]] = []  # the epoch's step values, read once at its end
             refreshed = 0
             copies = [make_examples(data.train_tasks, cfg.data.context_length, generators["examples"])
                       for _ in range(cfg.data.augment_copies)]
             train_examples = (torch.cat([ctx for ctx, _ in copies]), torch.cat([tgt for _, tgt in copies]))
             augment_with = generators["augment"] if cfg.data.augment else None
-            diverged = None
+            first_step = state["step"]
             for batch in iterate_batches(data.records, *train_examples, t.batch_size, device,
                                          shuffle=generators["shuffle"], augment_with=augment_with,
                                          drop_last=True):
                 timing.setdefault("first_step", time.time())
-                # ---- forward
-                out = model(batch)
-                terms = jepa_loss(model, batch, out, weights, generators["sigreg"])
-                if not torch.isfinite(terms["total"]):
-                    diverged = {k: float(v.detach()) for k, v in terms.items()}
-                    break
-                # ---- backward (gradient norm measured before clipping)
-                optimizer.zero_grad(set_to_none=True)
-                terms["total"].backward()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip.max_norm))
-                if not math.isfinite(grad_norm):
-                    diverged = {"grad_norm": grad_norm}
-                    break
-                optimizer.step()
+                # ---- forward, backward, clip, AdamW, EMA (momentum rising linearly m0 -> m1)
+                momentum = m0 + (m1 - m0) * min(1.0, (state["step"] + 1) / total_steps)
+                steps.append(train_step(model, optimizer, batch, weights, generators["sigreg"],
+                                        t.grad_clip.max_norm, momentum))
                 state["step"] += 1
-                # ---- EMA update of the target encoder, momentum rising linearly m0 -> m1
-                model.update_target(m0 + (m1 - m0) * min(1.0, state["step"] / total_steps))
-                # ---- dead-code refresh
+                # ---- dead-code refresh (reads the step back: never on a diverged codebook)
                 if (model.quantizer is not None and cfg.vq.refresh_enabled
                         and state["step"] % cfg.vq.refresh_interval == 0):
+                    if not bool(torch.isfinite(steps[-1]["total"]) & torch.isfinite(steps[-1]["grad_norm"])):
+                        break
                     refreshed += model.quantizer.refresh_dead_codes(generators["refresh"])
-                for k in sums:
-                    sums[k] += float(terms[k].detach())
-                grad_norms.append(grad_norm)
 
-            if diverged is not None:
+            # ---- the epoch's step values, read once; a non-finite step ends the run as diverged
+            values = {k: torch.stack([s[k] for s in steps]).tolist() if steps else [] for k in (*LOSS_TERMS, "grad_norm")}
+            bad = next((i for i, (loss, norm) in enumerate(zip(values["total"], values["grad_norm"]))
+                        if not (math.isfinite(loss) and math.isfinite(norm))), None)
+            if bad is not None:
                 status = "diverged"
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in diverged.items())
-                log(f"diverged at epoch {epoch} step {state['step'] + 1}: {shown}; "
+                shown = ", ".join(f"{k}={v[bad]:.4g}" for k, v in values.items())
+                log(f"diverged at epoch {epoch} step {first_step + bad + 1}: {shown}; "
                     f"last good checkpoint: epoch {state['epoch']} in {checkpoint_dir}")
                 state["status"] = status
                 break
+            sums = {k: sum(values[k]) for k in LOSS_TERMS}
+            grad_norms = values["grad_norm"]
 
             # ---- end of epoch: val loss and health metrics
             train_s = time.perf_counter() - started

@@ -68,3 +68,29 @@ def test_wall_time_of_a_finished_experiment(tmp_path):
     (tmp_path / "search_time.json").write_text(json.dumps({"sessions": [{"wall_s": 500.0}, {"wall_s": 20.0}]}))
     seconds, how = experiment_wall_time(tmp_path)
     assert seconds == 520.0 and "2 session(s)" in how  # the search's own record wins, resumed sessions add up
+
+
+def test_bench_conclusions_follow_from_their_figures():
+    from bench.cost_growth import limited_by as cost_limit
+    from bench.search_wall_time import limited_by as wall_limit
+    from bench.train_throughput import limited_by as step_limit
+
+    row = {"threads": 1, "data_share": 0.05, "fraction": 0.12, "top": [("aten::addmm", 0.3, 40), ("aten::bmm", 0.1, 8)]}
+    assert "the model's own ops" in step_limit(row) and "`aten::addmm` (30%)" in step_limit(row)
+    assert step_limit({**row, "data_share": 0.6}).startswith("Limited by: batch building, 60%")
+    assert "the training steps, 80%" in cost_limit({"train_s": 8.0, "eval_s": 2.0})
+    assert "the evaluation, 75%" in cost_limit({"train_s": 1.0, "eval_s": 3.0})
+    assert "the trials' epochs: epochs take 75%" in wall_limit(epoch_s=90.0, wall=60.0, cores=2)
+    assert "outside the epochs: epochs take 25%" in wall_limit(epoch_s=30.0, wall=60.0, cores=2)
+
+
+def test_epoch_seconds_sum_every_trial_s_epochs(tmp_path):
+    import json
+
+    from bench.search_wall_time import epoch_seconds
+
+    for name, times in (("trial_a", [2.0, 3.0]), ("trial_b", [4.5])):
+        (tmp_path / name / "run").mkdir(parents=True)
+        (tmp_path / name / "run" / "metrics.jsonl").write_text("".join(json.dumps({"time/epoch_s": t}) + "\n"
+                                                                       for t in times))
+    assert epoch_seconds(tmp_path) == 9.5

@@ -1,0 +1,40 @@
+"""model/train.py: train_step, the one step train() runs and bench/train_throughput.py times."""
+
+import torch
+
+from model.config import load_config
+from model.data import load_arc_data, make_batch, make_examples
+from model.train import LOSS_TERMS, build_model, loss_weights, make_optimizer, train_step
+from tests.conftest import ROOT
+
+
+def setup(max_norm: float):
+    cfg = load_config(ROOT / "configs" / "sixth_run.yaml", ["data.max_tasks=20"])
+    data = load_arc_data(cfg.data.sources, cfg.data.val_fraction, cfg.data.max_objects, cfg.data.max_tasks)
+    g = torch.Generator().manual_seed(0)
+    contexts, targets = make_examples(data.train_tasks, cfg.data.context_length, g)
+    idx = torch.arange(cfg.training.batch_size) % len(targets)
+    batch = make_batch(data.records, contexts[idx], targets[idx], None, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    return model, make_optimizer(model, cfg.training.lr, cfg.training.weight_decay), batch, loss_weights(cfg), g
+
+
+def test_the_step_returns_its_values_detached_with_the_norm_before_clipping():
+    max_norm = 0.5  # the seed's clip: real gradients are far above it
+    model, optimizer, batch, weights, g = setup(max_norm)
+    values = train_step(model, optimizer, batch, weights, g, max_norm, momentum=0.996)
+    assert set(values) == {*LOSS_TERMS, "grad_norm"}
+    assert all(v.ndim == 0 and not v.requires_grad for v in values.values())
+    clipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
+    assert float(values["grad_norm"]) > max_norm
+    assert abs(float(clipped) - max_norm) < 1e-4, "the gradients were clipped to max_norm before AdamW"
+
+
+def test_the_step_moves_the_target_encoder_by_the_ema_momentum():
+    """theta_target <- m theta_target + (1 - m) theta_context, after the optimiser step."""
+    model, optimizer, batch, weights, g = setup(1.0)
+    before = [p.detach().clone() for p in model.target_encoder.parameters()]
+    train_step(model, optimizer, batch, weights, g, 1.0, momentum=0.9)
+    for t0, t1, c in zip(before, model.target_encoder.parameters(), model.context_encoder.parameters()):
+        assert torch.allclose(t1, 0.9 * t0 + 0.1 * c.detach(), atol=1e-6)
