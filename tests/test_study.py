@@ -93,3 +93,23 @@ def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
     assert "## 7. The production config over 80 epochs" in text and "over 2 epochs" in text
     assert "Not run yet: `python scripts/study.py main`" in text
     assert "Not run yet: `python scripts/study.py collapse`" in text  # a stage without a summary says so
+
+
+def test_search_trials_grouped_by_a_parameter():
+    """study._groups: per value, the best by score (trials come best first) and the lowest final
+    val loss among the full-budget trials, with the items each fails."""
+    def trial(tid, kind, score, epochs, val, failed=()):
+        items = {"a": {"pass": "a" not in failed, "label": "item a"}, "b": {"pass": "b" not in failed, "label": "item b"}}
+        return {"trial_id": tid, "params": {"vq.kind": kind} if kind else {}, "score": score, "epochs": epochs,
+                "val/loss": val, "rank/context": 10.0, "items": items}
+
+    trials = [trial("t1", "ema", 8.5, 24, 13.0), trial("t2", "ema", 7.4, 24, 12.0, ("b",)),
+              trial("t3", "fsq", 4.0, 9, 18.0, ("a", "b")), trial("t4", None, 3.0, 24, 14.0, ("a",))]
+    groups = study._groups(trials, "vq.kind", planned=24)
+    assert list(groups) == ["ema", "fsq", "(base)"]  # values in order, the base config (param off) last
+    assert groups["ema"]["trials"] == 2 and groups["ema"]["full_budget"] == 2
+    assert groups["ema"]["best"]["trial_id"] == "t1" and groups["ema"]["best"]["failed"] == []
+    assert groups["ema"]["lowest_val_loss"]["trial_id"] == "t2"
+    assert groups["ema"]["lowest_val_loss"]["failed"] == ["item b"]
+    assert groups["fsq"]["lowest_val_loss"] is None and groups["fsq"]["best"]["failed"] == ["item a", "item b"]
+    assert groups["(base)"]["best"]["trial_id"] == "t4"
