@@ -9,7 +9,7 @@ Runs, in order (about 15 minutes on a 2-core machine):
     bench/search_efficiency.py    search overhead, ASHA vs no early stopping, Ray Tune vs plain
                                   Optuna, 1 vs 2 concurrent trials
 and, with --with-default-search, bench/search_wall_time.py: the default vq_gentle search as a
-user runs it (about 10 more minutes); with --with-test-suite, bench/test_suite_time.py: the
+user runs it (as long as that search takes: its section says); with --with-test-suite, bench/test_suite_time.py: the
 README's test command. Without them, those sections are kept from the current file (each names
 the command and the commit that measured it).
 """
