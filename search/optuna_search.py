@@ -89,6 +89,7 @@ class PruningAwareOptunaSearch(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
+        self.__dict__.setdefault("_rerun", [])  # a snapshot from before the rerun queue existed
         snapshot = self.__dict__.pop(SNAPSHOT_KEY, None)
         db = self._sqlite_file()
         if snapshot is not None and db is not None:
