@@ -8,7 +8,7 @@ from model.train import LOSS_TERMS, build_model, loss_weights, make_optimizer, t
 from tests.conftest import ROOT
 
 
-def setup(max_norm: float):
+def setup():
     cfg = load_config(ROOT / "configs" / "sixth_run.yaml", ["data.max_tasks=20"])
     data = load_arc_data(cfg.data.sources, cfg.data.val_fraction, cfg.data.max_objects, cfg.data.max_tasks)
     g = torch.Generator().manual_seed(0)
@@ -22,7 +22,7 @@ def setup(max_norm: float):
 
 def test_the_step_returns_its_values_detached_with_the_norm_before_clipping():
     max_norm = 0.5  # the seed's clip: real gradients are far above it
-    model, optimizer, batch, weights, g = setup(max_norm)
+    model, optimizer, batch, weights, g = setup()
     values = train_step(model, optimizer, batch, weights, g, max_norm, momentum=0.996)
     assert set(values) == {*LOSS_TERMS, "grad_norm"}
     assert all(v.ndim == 0 and not v.requires_grad for v in values.values())
@@ -33,7 +33,7 @@ def test_the_step_returns_its_values_detached_with_the_norm_before_clipping():
 
 def test_the_step_moves_the_target_encoder_by_the_ema_momentum():
     """theta_target <- m theta_target + (1 - m) theta_context, after the optimiser step."""
-    model, optimizer, batch, weights, g = setup(1.0)
+    model, optimizer, batch, weights, g = setup()
     before = [p.detach().clone() for p in model.target_encoder.parameters()]
     train_step(model, optimizer, batch, weights, g, 1.0, momentum=0.9)
     for t0, t1, c in zip(before, model.target_encoder.parameters(), model.context_encoder.parameters()):
