@@ -13,7 +13,7 @@ plain Optuna, and 1 against 2 concurrent trials. Four searches of one space (spa
                                       [--out FILE]
 
 Measured from what the runs leave on disk: the trainer's per-epoch `time/train_s` (inside
-training steps) and `time/eval_s`, each trial's run/placement.json (process start, trainable
+training steps) and `time/eval_s`, each trial's run/placement.json (when its worker took it, trainable
 start, end) and run/timing.json (data ready, first step), Ray's result.json (report times).
 Prints Markdown sections; --out writes them to a file.
 """
@@ -55,7 +55,9 @@ class Trial:
     scores: list[float]  # the objective's score per reported epoch
     report_times: list[float]  # wall-clock time of each report
     cpus: float  # cores the trial held
-    timing: dict = field(default_factory=dict)  # process_start, start, data_ready, first_step, end
+    timing: dict = field(default_factory=dict)  # assigned, start, data_ready, first_step, end (+ Ray's)
+    iter_s: list[float] = field(default_factory=list)  # seconds between the trial's reports (Ray's time_this_iter_s)
+    worker_trials: int = 1  # the trial's place in its worker's sequence (1: a fresh process)
 
     @property
     def final(self) -> float:
@@ -87,8 +89,10 @@ def read_ray_run(name: str, exp_dir: Path, wall_s: float, started: float, cpus: 
         reports = [r for r in record.results if "score" in r]
         trials.append(Trial(history, [r["score"] for r in reports], [float(r["timestamp"]) for r in reports],
                             cpus=float(placement["num_threads"]),
-                            timing={**timing, "process_start": placement["process_start"],
-                                    "start": placement["start"], "end": placement.get("end", math.nan)}))
+                            timing={**timing, "assigned": placement["worker_assigned"],
+                                    "start": placement["start"], "end": placement.get("end", math.nan)},
+                            iter_s=[float(r["time_this_iter_s"]) for r in reports],
+                            worker_trials=int(placement["worker_trials"])))
     sizes = [f.stat().st_size for f in exp_dir.glob("*/checkpoint_*/state.pt")]
     return Run(name, wall_s, started, cpus, trials, max_epochs, max(sizes, default=0))
 
@@ -126,10 +130,11 @@ def run_optuna_peer(space_path: str, budget, workdir: Path, threads: int) -> Run
         params = {**ot_trial.params, **constants}  # as Ray's OptunaSearch merges them
         cfg = loaded.trial_config(params, epochs=budget.max_epochs, name=f"peer{ot_trial.number}",
                                   num_threads=threads)
-        trial = Trial([], [], [], cpus=threads, timing={"start": time.time()})
+        trial = Trial([], [], [], cpus=threads, timing={"assigned": time.time(), "start": time.time()})
         trials.append(trial)
 
         def on_epoch(metrics: dict, checkpoint_dir: Path, final: bool) -> None:
+            trial.iter_s.append(time.time() - (trial.report_times[-1] if trial.report_times else trial.timing["start"]))
             trial.history.append(metrics)
             trial.scores.append(objective_score(trial.history, budget.max_epochs, space.objective))  # as the trainable
             trial.report_times.append(time.time())
@@ -177,9 +182,29 @@ def core_seconds(run: Run, key: str) -> float:
     return sum(t.cpus * sum(h[key] for h in t.history) for t in run.trials)
 
 
+def startup_s(trial: Trial) -> float:
+    """From the moment a worker takes the trial (its process start, or the reset of a reused
+    worker; the trial's start in the Optuna peer) to the trial's first training step."""
+    return trial.timing["first_step"] - trial.timing["assigned"]
+
+
 def startup_core_seconds(run: Run) -> float:
-    return sum(t.cpus * (t.timing["first_step"] - t.timing.get("process_start", t.timing["start"]))
-               for t in run.trials if "first_step" in t.timing)
+    return sum(t.cpus * startup_s(t) for t in run.trials if "first_step" in t.timing)
+
+
+def epoch_overhead(run: Run) -> float:
+    """Median over trial-epochs after a trial's first of the time between its reports outside the
+    epoch's training and evaluation (the report, checkpoint, TensorBoard and metrics files), as a
+    share of the epoch's time."""
+    shares_ = [(gap - h["time/epoch_s"]) / h["time/epoch_s"]
+               for t in run.trials for gap, h in list(zip(t.iter_s, t.history))[1:]]
+    return statistics.median(shares_) if shares_ else math.nan
+
+
+def time_to_reach(run: Run, target: float) -> float | None:
+    """Seconds from the search's launch until a trial ends with a final score >= target."""
+    ends = [t.report_times[-1] for t in run.trials if t.report_times and t.final >= target]
+    return min(ends) - run.started if ends else None
 
 
 def epochs_to_reach(run: Run, target: float) -> int | None:
@@ -225,7 +250,7 @@ def shares(run: Run) -> dict[str, float]:
     parts = {"training steps": core_seconds(run, "time/train_s") / total,
              "evaluation": core_seconds(run, "time/eval_s") / total,
              "trial start-up": startup_core_seconds(run) / total}
-    first = min(t.timing.get("process_start", t.timing["start"]) for t in run.trials)
+    first = min(t.timing["assigned"] for t in run.trials)
     last = max(t.timing["end"] for t in run.trials)
     parts["search start and finish"] = ((first - run.started) + (run.started + run.wall_s - last)) / run.wall_s
     parts["the rest"] = 1 - sum(parts.values())
@@ -235,7 +260,8 @@ def shares(run: Run) -> dict[str, float]:
 def overhead_section(runs: list[Run]) -> list[str]:
     lines = ["## Search overhead", "",
              "Where the cores went: core-seconds (seconds x the cores a trial holds) as a share of wall time "
-             "x the machine's cores. Start-up runs from the trial's process start to its first training step.",
+             "x the machine's cores. Start-up runs from the moment a worker takes the trial (its process start, or "
+             "the reset of a reused worker) to its first training step.",
              "Search start and finish: before the first trial starts (Ray starting, the study) and after the "
              "last one ends (Ray stopping, export, report). The rest: reports, checkpoints, scheduling and "
              "cores left idle while trials wait on one another.",
@@ -245,25 +271,65 @@ def overhead_section(runs: list[Run]) -> list[str]:
         lines.append(f"| {run.name} | {fmt_s(run.wall_s)} | {trial_epochs(run)} | "
                      + " | ".join(f"{v:.0%}" for v in shares(run).values()) + " |")
     asha = runs[0]
-    phases = [("process start -> trainable (Ray worker start, unpickling the trainable)", "process_start", "start"),
-              ("trainable -> data ready (imports of torch and the model, ARC data from the cache)", "start",
-               "data_ready"),
+    fresh = [t for t in asha.trials if t.worker_trials == 1]
+    reused = [t for t in asha.trials if t.worker_trials > 1]
+    phases = [("worker takes the trial -> trainable (a fresh worker: Ray worker start and unpickling the "
+               "trainable; a reused one: Ray's reset)", "assigned", "start"),
+              ("trainable -> data ready (imports of torch and the model, ARC data: from the on-disk cache in a "
+               "fresh worker, already loaded in a reused one)", "start", "data_ready"),
               ("data ready -> first step (model, optimiser, TensorBoard writer)", "data_ready", "first_step")]
-    lines += ["", f"Start-up of each of the {len(asha.trials)} trials of `{asha.name}`:", "",
-              "| phase | median | max |", "|---|---|---|"]
-    for label, a, b in phases:
-        values = [t.timing[b] - t.timing[a] for t in asha.trials if a in t.timing and b in t.timing]
-        lines.append(f"| {label} | {statistics.median(values):.2f} s | {max(values):.2f} s |")
+    lines += ["", f"Start-up of the {len(asha.trials)} trials of `{asha.name}`: {len(reused)} ran in a worker process "
+              f"that had run another trial (Ray's `reuse_actors`), {len(fresh)} in a fresh one.", "",
+              "| phase | fresh worker: median | max | reused worker: median | max |", "|---|---|---|---|---|"]
+
+    def cells(trials: list[Trial], a: str, b: str) -> str:
+        values = [t.timing[b] - t.timing[a] for t in trials if a in t.timing and b in t.timing]
+        return (f"{statistics.median(values):.2f} s | {max(values):.2f} s" if values else "none | none")
+
+    for label, a, b in phases + [("start-up: worker takes the trial -> first step", "assigned", "first_step")]:
+        lines.append(f"| {label} | {cells(fresh, a, b)} | {cells(reused, a, b)} |")
     epoch_s = statistics.median(h["time/epoch_s"] for t in asha.trials for h in t.history)
     epochs = statistics.median(len(t.history) for t in asha.trials)
-    lines += ["", f"A trial-epoch takes {epoch_s:.1f} s (median) and a trial runs {epochs:g} epochs (median), "
-              "so the fixed start-up of a fresh trial process weighs on short trials; the ARC data comes "
-              "from the on-disk object cache and the trainer imports TensorBoard lazily. Each epoch's "
-              f"checkpoint (model, AdamW state, generators) is {asha.checkpoint_bytes / 2**20:.1f} MB, and Ray "
-              "keeps the last 2 per trial. Ray's `reuse_actors` would skip the process start, but in Ray "
-              "2.60 a reused function-trainable process writes later trials' files outside their trial "
-              "folders, so each trial keeps a fresh process."]
+    lines += ["", f"A trial-epoch takes {epoch_s:.1f} s (median) and a trial runs {epochs:g} epochs (median). Each "
+              f"epoch's checkpoint (model, AdamW state, generators) is {asha.checkpoint_bytes / 2**20:.1f} MB, and "
+              "Ray keeps the last 2 per trial."]
     return lines
+
+
+def goals_section(asha: Run, no_es: Run, peer: Run) -> list[str]:
+    """The search-efficiency goals (issue 13), each from this run's figures."""
+    startup = statistics.median(startup_s(t) for t in asha.trials if "first_step" in t.timing)
+    parts = shares(asha)
+    rate = {r.name: trial_epochs(r) / r.wall_s for r in (asha, peer)}
+    target = best_final(no_es)
+    reach = {r.name: time_to_reach(r, target) for r in (asha, peer)}
+    overhead = epoch_overhead(asha)
+    if reach[asha.name] is not None and reach[peer.name] is not None:
+        ratio = reach[asha.name] / reach[peer.name]
+        reach_text, reach_met = (f"{fmt_s(reach[asha.name])} against {fmt_s(reach[peer.name])}: {ratio:.2f}x",
+                                 ratio <= 0.6)
+    elif reach[asha.name] is not None:
+        reach_text, reach_met = f"{fmt_s(reach[asha.name])}; plain Optuna did not reach it", True
+    else:
+        reach_text, reach_met = "not reached by `asha`", False
+    goals = [
+        ("trial start-up, median (worker takes the trial -> first step)", f"{startup:.2f} s", "<= 0.5 s",
+         startup <= 0.5),
+        ("training steps, share of the core-seconds", f"{parts['training steps']:.0%}", ">= 85%",
+         parts["training steps"] >= 0.85),
+        ("search start and finish, share of the core-seconds", f"{parts['search start and finish']:.0%}", "<= 5%",
+         parts["search start and finish"] <= 0.05),
+        ("trial-epochs per minute against plain Optuna", f"{rate[asha.name] / rate[peer.name]:.2f}x", ">= 1.1x",
+         rate[asha.name] / rate[peer.name] >= 1.1),
+        (f"wall time until a trial ends at >= the no-ES best ({target:.4f}), against plain Optuna", reach_text,
+         "<= 0.6x", reach_met),
+        ("per-epoch overhead outside training and evaluation, median share of an epoch", f"{overhead:.1%}", "<= 5%",
+         overhead <= 0.05),
+    ]
+    return ["## Search efficiency goals", "",
+            f"Each from the figures above (`{asha.name}`, the no-early-stopping search and plain Optuna).", "",
+            "| goal | measured | target | met |", "|---|---|---|---|",
+            *[f"| {name} | {value} | {bar} | {'yes' if met else 'no'} |" for name, value, bar, met in goals]]
 
 
 def asha_section(asha: Run, no_es: Run, budget, tolerance: float = 0.01) -> list[str]:
@@ -349,13 +415,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"optuna: {runs['optuna'].wall_s:.0f} s", file=sys.stderr)
 
     command = shown_command("search_efficiency.py", argv)
-    lines = [f"The next four sections come from one run of `{command}` at commit {commit()} on {platform.node()} ({cpus} CPUs): "
+    lines = [f"The next five sections come from one run of `{command}` at commit {commit()} on {platform.node()} ({cpus} CPUs): "
              f"four searches of `{args.space}` ({budget.num_samples} trials, up to {budget.max_epochs} epochs, "
              f"{'all' if tasks is None else f'the first {tasks}'} tasks of its data).", ""]
     lines += overhead_section([runs["asha"], runs["no-es"], runs["serial"], runs["optuna"]]) + [""]
     lines += asha_section(runs["asha"], runs["no-es"], budget) + [""]
     lines += peer_section(runs["asha"], runs["optuna"]) + [""]
     lines += concurrency_section(runs["asha"], runs["serial"]) + [""]
+    lines += goals_section(runs["asha"], runs["no-es"], runs["optuna"]) + [""]
     ranked = sorted(shares(runs["asha"]).items(), key=lambda kv: -kv[1])
     lines += [f"Limited by (`asha`): {ranked[0][0]} ({ranked[0][1]:.0%} of the core-seconds), then "
               + ", ".join(f"{name} ({share:.0%})" for name, share in ranked[1:]) + ".", ""]

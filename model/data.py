@@ -16,6 +16,7 @@ fixed by the id alone (ARC-AGI-2 repeats 773 ARC-AGI-1 ids; those stay on one si
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -65,8 +66,17 @@ def _cache_dir() -> Path:
 
 def load_arc_data(sources: list[str], val_fraction: float, max_objects: int,
                   max_tasks: int | None = None) -> ArcData:
-    """Load tasks, split them, extract objects of every grid once (cached on disk by content)."""
-    tasks = load_arc_tasks(sources)
+    """Load tasks, split them, extract objects of every grid once (cached on disk by content).
+    A process keeps what it loaded (a few recent settings): a search's worker that runs trial
+    after trial (Ray's reuse_actors) loads the data once. Nothing downstream writes into the
+    records (batches gather copies), so sharing them between runs cannot leak one into another."""
+    return _load_arc_data(tuple(sources), val_fraction, max_objects, max_tasks)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_arc_data(sources: tuple[str, ...], val_fraction: float, max_objects: int,
+                   max_tasks: int | None) -> ArcData:
+    tasks = load_arc_tasks(list(sources))
     if max_tasks is not None:
         tasks = dict(list(tasks.items())[:max_tasks])
     grids: list[np.ndarray] = []

@@ -174,16 +174,43 @@ def _format_line(m: dict, epochs: int) -> str:
             f"{m['time/epoch_s']:.1f}s")
 
 
-def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None,
-          log: Callable[[str], None] = print, checkpoint_dir: Path | None = None,
-          extra_scalars: ExtraScalars | None = None, hparams: dict | None = None) -> RunResult:
-    """Train (or resume) one run. on_epoch(metrics, checkpoint_dir, final) runs after each epoch's
-    checkpoint and logs; final is True on the run's last epoch (max epochs or early stop).
-    checkpoint_dir defaults to run_dir/checkpoint (the Ray adapter keeps it out of the synced
-    trial folder, since Ray stores the reported checkpoints itself).
-    TensorBoard has one writer, so one run: extra_scalars(metrics, final) adds scalars of the caller's
-    (the search's score) beside each epoch's metrics, and `hparams` (name -> value) are declared
-    once, at a fresh start, for TensorBoard's HParams view with HPARAM_METRICS as its metrics."""
+@dataclass
+class TrainingRun:
+    """One run between its epochs: built once by start_run, advanced by train_epoch and end_epoch,
+    closed by finish_run. `state` is what the checkpoint saves (epoch, step, best_val, bad_epochs,
+    history, and status once the run has ended); the rest is rebuilt from the config."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    checkpoint_dir: Path
+    device: torch.device
+    weights: LossWeights
+    data: ArcData
+    val_examples: tuple[torch.Tensor, torch.Tensor]  # ([E, k], [E]) grid ids, fixed for the run
+    model: JEPA
+    optimizer: torch.optim.Optimizer
+    generators: dict[str, torch.Generator]  # examples, shuffle, augment, sigreg, refresh
+    state: dict
+    timing: dict  # wall-clock times of this process's start-up (timing.json)
+    writer: object | None = None  # TensorBoard SummaryWriter, None once the run has ended
+    first_epoch_here: int = 1  # timing.json is written after it
+
+    @property
+    def history(self) -> list[dict]:
+        return self.state["history"]
+
+    @property
+    def ended(self) -> bool:
+        """Has the run ended early (early stopped or diverged)? Also true of a run resumed from
+        the checkpoint of one that had."""
+        return self.state.get("status") in ("early_stopped", "diverged")
+
+
+def start_run(cfg: TrainConfig, run_dir: Path, checkpoint_dir: Path | None = None, hparams: dict | None = None,
+              log: Callable[[str], None] = print) -> TrainingRun:
+    """Everything a run needs before its first step, built once: the resolved config on disk, the
+    data, the model, the optimiser and the random streams (from the checkpoint if there is one),
+    metrics.jsonl (rewritten from the checkpoint's history) and the TensorBoard writer."""
     timing = {"called": time.time()}
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +219,6 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
     if t.num_threads > 0:
         torch.set_num_threads(t.num_threads)
     device = resolve_device(t.device)
-    weights = loss_weights(cfg)
 
     # ---- data: real ARC tasks, split by task id; val examples fixed for the whole run
     data = load_arc_data(cfg.data.sources, cfg.data.val_fraction, cfg.data.max_objects, cfg.data.max_tasks)
@@ -219,119 +245,162 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
         state = saved["state"]
         log(f"resumed from {checkpoint} after epoch {state['epoch']}")
     timing["model_ready"] = time.time()
-    history: list[dict] = state["history"]
-    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
-    if state.get("status") in ("early_stopped", "diverged"):
-        return RunResult(state["status"], state["epoch"], history)
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in state["history"]))
+    run = TrainingRun(cfg, run_dir, checkpoint_dir, device, loss_weights(cfg), data, val_examples, model,
+                      optimizer, generators, state, timing, first_epoch_here=state["epoch"] + 1)
+    if not run.ended:
+        from torch.utils.tensorboard import SummaryWriter  # lazy: ~1 s import
 
-    from torch.utils.tensorboard import SummaryWriter  # lazy: ~1 s import
+        run.writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["epoch"] + 1)
+        if hparams is not None and state["epoch"] == 0:  # before any scalar: step 0 never goes backwards
+            _declare_hparams(run.writer, hparams)
+    return run
 
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["epoch"] + 1)
-    if hparams is not None and state["epoch"] == 0:  # before any scalar: step 0 never goes backwards
-        _declare_hparams(writer, hparams)
-    steps_per_epoch = max(1, cfg.data.augment_copies * sum(len(p) for p in data.train_tasks) // t.batch_size)
+
+def train_epoch(run: TrainingRun, log: Callable[[str], None] = print) -> dict | None:
+    """One epoch: its training steps, then val loss and health metrics. Returns the epoch's
+    metrics (METRIC_KEYS), or None if the run diverged (state["status"] set, the reason logged);
+    the run's state is advanced by end_epoch, not here (apart from the step count)."""
+    cfg, t, state, generators, model = run.cfg, run.cfg.training, run.state, run.generators, run.model
+    steps_per_epoch = max(1, cfg.data.augment_copies * sum(len(p) for p in run.data.train_tasks) // t.batch_size)
     total_steps = t.epochs * steps_per_epoch
     m0, m1 = cfg.model.ema_momentum_start, cfg.model.ema_momentum_end
-    status = "completed"
-    first_epoch_here = state["epoch"] + 1  # timing.json is written after it
+    epoch = state["epoch"] + 1
+    started = time.perf_counter()
+    steps: list[dict[str, torch.Tensor]] = []  # the epoch's step values, read once at its end
+    refreshed = 0
+    copies = [make_examples(run.data.train_tasks, cfg.data.context_length, generators["examples"])
+              for _ in range(cfg.data.augment_copies)]
+    train_examples = (torch.cat([ctx for ctx, _ in copies]), torch.cat([tgt for _, tgt in copies]))
+    augment_with = generators["augment"] if cfg.data.augment else None
+    first_step = state["step"]
+    for batch in iterate_batches(run.data.records, *train_examples, t.batch_size, run.device,
+                                 shuffle=generators["shuffle"], augment_with=augment_with, drop_last=True):
+        run.timing.setdefault("first_step", time.time())
+        # ---- forward, backward, clip, AdamW, EMA (momentum rising linearly m0 -> m1)
+        momentum = m0 + (m1 - m0) * min(1.0, (state["step"] + 1) / total_steps)
+        steps.append(train_step(model, run.optimizer, batch, run.weights, generators["sigreg"],
+                                t.grad_clip.max_norm, momentum))
+        state["step"] += 1
+        # ---- dead-code refresh (reads the step back: never on a diverged codebook)
+        if model.quantizer is not None and cfg.vq.refresh_enabled and state["step"] % cfg.vq.refresh_interval == 0:
+            if not bool(torch.isfinite(steps[-1]["total"]) & torch.isfinite(steps[-1]["grad_norm"])):
+                break
+            refreshed += model.quantizer.refresh_dead_codes(generators["refresh"])
+
+    # ---- the epoch's step values, read once; a non-finite step ends the run as diverged
+    values = {k: torch.stack([s[k] for s in steps]).tolist() if steps else [] for k in (*LOSS_TERMS, "grad_norm")}
+    bad = next((i for i, (loss, norm) in enumerate(zip(values["total"], values["grad_norm"]))
+                if not (math.isfinite(loss) and math.isfinite(norm))), None)
+    if bad is not None:
+        shown = ", ".join(f"{k}={v[bad]:.4g}" for k, v in values.items())
+        log(f"diverged at epoch {epoch} step {first_step + bad + 1}: {shown}; "
+            f"last good checkpoint: epoch {state['epoch']} in {run.checkpoint_dir}")
+        state["status"] = "diverged"
+        return None
+    sums = {k: sum(values[k]) for k in LOSS_TERMS}
+    grad_norms = values["grad_norm"]
+
+    # ---- end of epoch: val loss and health metrics
+    train_s = time.perf_counter() - started
+    n = max(1, len(grad_norms))
+    metrics = {"epoch": epoch, "step": state["step"], "train/loss": sums["total"] / n}
+    num_codes = model.quantizer.num_codes if model.quantizer is not None else 0
+    metrics.update(evaluate(model, run.data, run.val_examples, run.weights, t.batch_size, run.device,
+                            cfg.seed, num_codes))
+    metrics.update({
+        "loss/infonce": sums["infonce"] / n, "loss/sigreg": sums["sigreg"] / n,
+        "loss/relational": sums["relational"] / n, "loss/vq": sums["vq"] / n,
+        "codebook/refreshed": refreshed,
+        "grad/norm_mean": sum(grad_norms) / n, "grad/norm_max": max(grad_norms, default=0.0),
+        "temperature": float(model.temperature().detach()),
+        "time/epoch_s": time.perf_counter() - started,
+        "time/train_s": train_s,
+    })
+    metrics["time/eval_s"] = metrics["time/epoch_s"] - train_s
+    metrics = {k: metrics[k] for k in METRIC_KEYS}
+    if not math.isfinite(metrics["val/loss"]):
+        log(f"diverged at epoch {epoch}: val/loss={metrics['val/loss']}; "
+            f"last good checkpoint: epoch {state['epoch']} in {run.checkpoint_dir}")
+        state["status"] = "diverged"
+        return None
+    return metrics
+
+
+def end_epoch(run: TrainingRun, metrics: dict, extra_scalars: ExtraScalars | None = None,
+              log: Callable[[str], None] = print) -> bool:
+    """Early stopping bookkeeping, then the checkpoint, then the epoch's logs (metrics.jsonl,
+    TensorBoard with the caller's extra scalars, the console line). Returns True on the run's
+    last epoch (its max epochs, or an early stop)."""
+    state, t = run.state, run.cfg.training
+    # ---- early stopping: patience epochs without a val/loss improvement of min_delta
+    if metrics["val/loss"] < state["best_val"] - t.early_stopping.min_delta:
+        state["best_val"], state["bad_epochs"] = metrics["val/loss"], 0
+    else:
+        state["bad_epochs"] += 1
+    stop = t.early_stopping.patience is not None and state["bad_epochs"] >= t.early_stopping.patience
+    state["epoch"] = metrics["epoch"]
+    state["history"].append(metrics)
+    if stop:
+        state["status"] = "early_stopped"
+    # ---- checkpoint, then logs: a run killed in between resumes with nothing logged twice
+    _save_checkpoint(run.checkpoint_dir, run.model, run.optimizer, run.generators, state)
+    if metrics["epoch"] == run.first_epoch_here:
+        atomic_write_json(run.run_dir / "timing.json", run.timing)
+    with open(run.run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+    final = stop or metrics["epoch"] == t.epochs
+    extra = extra_scalars(metrics, final) if extra_scalars is not None else {}
+    for key, value in {**metrics, **extra}.items():
+        if key != "epoch" and math.isfinite(value):
+            run.writer.add_scalar(key, value, metrics["epoch"])
+    run.writer.flush()
+    log(_format_line(metrics, t.epochs))
+    if stop:
+        log(f"early stop: val/loss has not improved for {t.early_stopping.patience} epochs "
+            f"(best {state['best_val']:.4f})")
+    return final
+
+
+def finish_run(run: TrainingRun) -> RunResult:
+    """Close the TensorBoard writer and write status.json: completed, early_stopped or diverged."""
+    if run.writer is not None:
+        run.writer.close()
+        run.writer = None
+    status = run.state.get("status", "completed")
+    atomic_write_json(run.run_dir / "status.json", {"status": status, "epochs": run.state["epoch"],
+                                                    "best_val_loss": run.state["best_val"]})
+    return RunResult(status, run.state["epoch"], run.history)
+
+
+def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None,
+          log: Callable[[str], None] = print, checkpoint_dir: Path | None = None,
+          extra_scalars: ExtraScalars | None = None, hparams: dict | None = None) -> RunResult:
+    """Train (or resume) one run. on_epoch(metrics, checkpoint_dir, final) runs after each epoch's
+    checkpoint and logs; final is True on the run's last epoch (max epochs or early stop).
+    checkpoint_dir defaults to run_dir/checkpoint (the Ray adapter keeps it out of the synced
+    trial folder, since Ray stores the reported checkpoints itself).
+    TensorBoard has one writer, so one run: extra_scalars(metrics, final) adds scalars of the caller's
+    (the search's score) beside each epoch's metrics, and `hparams` (name -> value) are declared
+    once, at a fresh start, for TensorBoard's HParams view with HPARAM_METRICS as its metrics."""
+    run = start_run(cfg, run_dir, checkpoint_dir, hparams, log)
+    if run.ended:  # resumed from the checkpoint of a run that had already ended
+        return RunResult(run.state["status"], run.state["epoch"], run.history)
     try:
-        while state["epoch"] < t.epochs:
-            epoch = state["epoch"] + 1
-            started = time.perf_counter()
-            steps: list[dict[str, torch.Tensor]] = []  # the epoch's step values, read once at its end
-            refreshed = 0
-            copies = [make_examples(data.train_tasks, cfg.data.context_length, generators["examples"])
-                      for _ in range(cfg.data.augment_copies)]
-            train_examples = (torch.cat([ctx for ctx, _ in copies]), torch.cat([tgt for _, tgt in copies]))
-            augment_with = generators["augment"] if cfg.data.augment else None
-            first_step = state["step"]
-            for batch in iterate_batches(data.records, *train_examples, t.batch_size, device,
-                                         shuffle=generators["shuffle"], augment_with=augment_with,
-                                         drop_last=True):
-                timing.setdefault("first_step", time.time())
-                # ---- forward, backward, clip, AdamW, EMA (momentum rising linearly m0 -> m1)
-                momentum = m0 + (m1 - m0) * min(1.0, (state["step"] + 1) / total_steps)
-                steps.append(train_step(model, optimizer, batch, weights, generators["sigreg"],
-                                        t.grad_clip.max_norm, momentum))
-                state["step"] += 1
-                # ---- dead-code refresh (reads the step back: never on a diverged codebook)
-                if (model.quantizer is not None and cfg.vq.refresh_enabled
-                        and state["step"] % cfg.vq.refresh_interval == 0):
-                    if not bool(torch.isfinite(steps[-1]["total"]) & torch.isfinite(steps[-1]["grad_norm"])):
-                        break
-                    refreshed += model.quantizer.refresh_dead_codes(generators["refresh"])
-
-            # ---- the epoch's step values, read once; a non-finite step ends the run as diverged
-            values = {k: torch.stack([s[k] for s in steps]).tolist() if steps else [] for k in (*LOSS_TERMS, "grad_norm")}
-            bad = next((i for i, (loss, norm) in enumerate(zip(values["total"], values["grad_norm"]))
-                        if not (math.isfinite(loss) and math.isfinite(norm))), None)
-            if bad is not None:
-                status = "diverged"
-                shown = ", ".join(f"{k}={v[bad]:.4g}" for k, v in values.items())
-                log(f"diverged at epoch {epoch} step {first_step + bad + 1}: {shown}; "
-                    f"last good checkpoint: epoch {state['epoch']} in {checkpoint_dir}")
-                state["status"] = status
+        while run.state["epoch"] < cfg.training.epochs:
+            metrics = train_epoch(run, log)
+            if metrics is None:  # diverged
                 break
-            sums = {k: sum(values[k]) for k in LOSS_TERMS}
-            grad_norms = values["grad_norm"]
-
-            # ---- end of epoch: val loss and health metrics
-            train_s = time.perf_counter() - started
-            n = max(1, len(grad_norms))
-            metrics = {"epoch": epoch, "step": state["step"], "train/loss": sums["total"] / n}
-            num_codes = model.quantizer.num_codes if model.quantizer is not None else 0
-            metrics.update(evaluate(model, data, val_examples, weights, t.batch_size, device,
-                                    cfg.seed, num_codes))
-            metrics.update({
-                "loss/infonce": sums["infonce"] / n, "loss/sigreg": sums["sigreg"] / n,
-                "loss/relational": sums["relational"] / n, "loss/vq": sums["vq"] / n,
-                "codebook/refreshed": refreshed,
-                "grad/norm_mean": sum(grad_norms) / n, "grad/norm_max": max(grad_norms, default=0.0),
-                "temperature": float(model.temperature().detach()),
-                "time/epoch_s": time.perf_counter() - started,
-                "time/train_s": train_s,
-            })
-            metrics["time/eval_s"] = metrics["time/epoch_s"] - train_s
-            metrics = {k: metrics[k] for k in METRIC_KEYS}
-            if not math.isfinite(metrics["val/loss"]):
-                status = state["status"] = "diverged"
-                log(f"diverged at epoch {epoch}: val/loss={metrics['val/loss']}; "
-                    f"last good checkpoint: epoch {state['epoch']} in {checkpoint_dir}")
-                break
-
-            # ---- early stopping bookkeeping, then checkpoint, then logs
-            if metrics["val/loss"] < state["best_val"] - t.early_stopping.min_delta:
-                state["best_val"], state["bad_epochs"] = metrics["val/loss"], 0
-            else:
-                state["bad_epochs"] += 1
-            stop = t.early_stopping.patience is not None and state["bad_epochs"] >= t.early_stopping.patience
-            state["epoch"] = epoch
-            history.append(metrics)
-            if stop:
-                status = state["status"] = "early_stopped"
-            _save_checkpoint(checkpoint_dir, model, optimizer, generators, state)
-            if epoch == first_epoch_here:
-                atomic_write_json(run_dir / "timing.json", timing)
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-            final = stop or epoch == t.epochs  # the run's last epoch (max epochs or early stop)
-            extra = extra_scalars(metrics, final) if extra_scalars is not None else {}
-            for key, value in {**metrics, **extra}.items():
-                if key != "epoch" and math.isfinite(value):
-                    writer.add_scalar(key, value, epoch)
-            writer.flush()
-            log(_format_line(metrics, t.epochs))
+            final = end_epoch(run, metrics, extra_scalars, log)
             if on_epoch is not None:
-                on_epoch(metrics, checkpoint_dir, final)
-            if stop:
-                log(f"early stop: val/loss has not improved for {t.early_stopping.patience} epochs "
-                    f"(best {state['best_val']:.4f})")
+                on_epoch(metrics, run.checkpoint_dir, final)
+            if final:
                 break
     finally:
-        writer.close()
-    atomic_write_json(run_dir / "status.json", {"status": status, "epochs": state["epoch"],
-                                                "best_val_loss": state["best_val"]})
-    return RunResult(status, state["epoch"], history)
+        if run.writer is not None:  # also on an exception from a callback
+            run.writer.close()
+            run.writer = None
+    return finish_run(run)
 
 
 HPARAM_METRICS = ("score", "codebook/usage", "rank/context", "rank/target", "val/loss", "codes/nmi_colour")

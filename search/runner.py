@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import psutil
 from ray import tune
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -35,7 +36,7 @@ from search.optuna_search import BudgetedSearch, PruningAwareOptunaSearch, Recon
 from search.space import DefineByRun, LoadedSpace
 from search.storage import DRIVER_FILES, Location, download, set_aside, upload
 from search.targets import JUDGING_FILE, Judging, collapsed
-from search.trainable import run_trial
+from search.trainable import WORKER_KEY, run_trial
 
 PARETO_METRICS = ["codebook/usage", "rank/context", "val/loss"]  # objective.multi_objective
 PARETO_MODES = ["max", "max", "min"]
@@ -184,12 +185,26 @@ def check_resources(ray, opts: SearchOptions, source: str) -> None:
 
 
 def trial_worker_class(fn) -> type:
-    """The function trainable as Ray Tune wraps it (wrap_function), named TrialWorker and with a
-    repr naming its trial: the Ray dashboard's Actors page shows "TrialWorker" and "trial_<id>"
-    for each worker instead of "ImplicitFunc" / "run_trial" on every row."""
+    """The function trainable as Ray Tune wraps it (wrap_function), named TrialWorker, with a repr
+    naming its trial, and keeping a record of its process that it hands each trial (under
+    search/trainable.py's WORKER_KEY): when it took the trial (its process start for the first,
+    the reset for a later one: Ray's reuse_actors) and how many trials it has run. The Ray
+    dashboard's Actors page shows "TrialWorker" and "trial_<id>" instead of "ImplicitFunc" /
+    "run_trial" on every row."""
     from ray.tune.trainable.function_trainable import wrap_function
 
     class TrialWorker(wrap_function(fn)):  # wrap_function keeps fn's resources (tune.with_resources)
+        def setup(self, config):
+            self._worker = {"assigned": psutil.Process().create_time(), "trials": 1}
+            super().setup(config)
+
+        def reset_config(self, new_config):
+            self._worker = {"assigned": time.time(), "trials": self._worker["trials"] + 1}
+            return super().reset_config(new_config)
+
+        def _trainable_func(self, config):
+            return super()._trainable_func({**config, WORKER_KEY: self._worker})
+
         def __repr__(self) -> str:
             return f"trial_{self.trial_id}"
 
@@ -258,7 +273,8 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
         if location.remote is None:
             check_storage_visible(ray, exp_dir.parent, str(exp_dir.parent))
         trainable = trial_worker_class(tune.with_resources(
-            tune.with_parameters(run_trial, space=loaded, epochs=opts.max_epochs, num_threads=max(1, int(opts.cpu))),
+            tune.with_parameters(run_trial, space=loaded, epochs=opts.max_epochs, num_threads=max(1, int(opts.cpu)),
+                                 experiment_dir=str(exp_dir) if location.remote is None else None),
             {"cpu": opts.cpu, "gpu": opts.gpu}))
         if opts.resume:
             download(location)  # a URI experiment: its trial folders, here (the study comes with Ray's snapshot)
@@ -295,7 +311,10 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
                 trainable,
                 tune_config=tune.TuneConfig(
                     search_alg=search, scheduler=scheduler, num_samples=opts.num_samples,
-                    trial_dirname_creator=trial_dirname),
+                    trial_dirname_creator=trial_dirname,
+                    # a worker process runs trial after trial: no process start, imports or data
+                    # load per trial (search/trainable.py keeps each trial's files in its folder)
+                    reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=exp_dir.name, storage_path=location.ray_storage_path,
                     # files a trial writes under its folder (run/: metrics, TensorBoard, placement)

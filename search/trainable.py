@@ -37,13 +37,25 @@ from search.score import diverged_score, objective_score
 from search.space import LoadedSpace
 
 
-def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int) -> None:
-    """Ray Tune function trainable for one trial of `space` with sampled params `config`."""
+WORKER_KEY = "__worker__"  # search/runner.py's TrialWorker hands run_trial its worker's record under this key
+
+
+def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int,
+              experiment_dir: str | None) -> None:
+    """Ray Tune function trainable for one trial of `space` with sampled params `config`.
+
+    A worker process runs trial after trial (Ray's reuse_actors): everything here is per trial
+    (model, optimiser, generators, TensorBoard writer, log handler, working checkpoint; the
+    trainer sets torch's thread count), and the trial's files go to its own folder (trial_folder).
+    `config` may carry the worker's record under WORKER_KEY: when it took this trial (its process
+    start for its first trial, the reset for a later one) and how many trials it has run."""
     from model.train import train  # imported in the trial process
 
+    config = dict(config)
+    worker = config.pop(WORKER_KEY, None) or {"assigned": psutil.Process().create_time(), "trials": 1}
     context = tune.get_context()
     cfg = space.trial_config(config, epochs=epochs, name=context.get_trial_id(), num_threads=num_threads)
-    run_dir = Path(context.get_trial_dir()) / "run"
+    run_dir = trial_folder(context.get_trial_dir(), experiment_dir) / "run"
     # The working checkpoint lives outside the trial folder, which Ray syncs to storage while the
     # trainer writes; Ray keeps the reported checkpoints (checkpoint_0000NN) there itself.
     checkpoint_dir = Path(tempfile.mkdtemp(prefix=f"ckpt-{context.get_trial_id()}-"))
@@ -55,6 +67,7 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
                  "pid": os.getpid(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                  "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                  "num_threads": num_threads, "process_start": psutil.Process().create_time(),
+                 "worker_assigned": worker["assigned"], "worker_trials": worker["trials"],
                  "start": time.time()}
     atomic_write_json(run_dir / "placement.json", placement)  # where and when this trial ran
     _checkpoint_lines_to_file(run_dir / "checkpoints.log")
@@ -98,10 +111,33 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
 
 
 
+def trial_folder(ray_trial_dir: str, experiment_dir: str | None) -> Path:
+    """Where this trial's files go: its own folder, whichever trial the worker ran before.
+
+    Ray 2.60 names a different folder for a reused worker's later trials (the trial's working
+    directory instead of the driver's staging folder), so the folder Ray reports is only used
+    for the trial folder's name. A folder experiment (`experiment_dir`, a path every node sees;
+    search/runner.py checks it) gets the files in the trial's folder there directly. A bucket
+    experiment gets them in Ray's per-trial working directory, which Ray makes the process's
+    working directory and uploads to the trial's folder in the bucket with each checkpoint
+    (SyncConfig(sync_artifacts=True))."""
+    name = Path(ray_trial_dir).name
+    if experiment_dir is not None:
+        return Path(experiment_dir) / name
+    working = Path.cwd()
+    if working.name != name:
+        raise RuntimeError(f"the trial's working directory is {working}, not the trial's own ({name}): a bucket "
+                           "experiment needs Ray to change into it (unset RAY_CHDIR_TO_TRIAL_DIR)")
+    return working
+
+
 def _checkpoint_lines_to_file(path: Path) -> None:
     """Ray logs "Checkpoint successfully created at: ..." for every report: one console line per
-    trial-epoch. Keep those lines in the trial's run/checkpoints.log, off the search's console."""
+    trial-epoch. Keep those lines in the trial's run/checkpoints.log, off the search's console
+    (a reused worker's previous trial's file is closed)."""
     storage_logger = logging.getLogger("ray.train._internal.storage")
+    for old in storage_logger.handlers:
+        old.close()
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     storage_logger.handlers = [handler]

@@ -2,23 +2,27 @@
 
 import pytest
 
-from bench.search_efficiency import (Run, Trial, epochs_to_reach, first_checklist_pass_s, most_checklist_items,
-                                     shares, trial_epochs)
+from bench.search_efficiency import (Run, Trial, epoch_overhead, epochs_to_reach, first_checklist_pass_s,
+                                     goals_section, most_checklist_items, shares, startup_s, time_to_reach,
+                                     trial_epochs)
 
 
 def healthy(epoch: int) -> dict:
     """An epoch's metrics that pass every item of the seed's checklist."""
     return {"epoch": epoch, "codebook/usage": 0.3, "rank/context": 12.0, "rank/target": 25.0, "val/loss": 3.0,
-            "grad/norm_mean": 1.0, "grad/norm_max": 2.0, "time/train_s": 2.0, "time/eval_s": 0.5}
+            "grad/norm_mean": 1.0, "grad/norm_max": 2.0, "time/train_s": 2.0, "time/eval_s": 0.5, "time/epoch_s": 2.5}
 
 
 def make_run() -> Run:
     # trial a: 2 epochs reported at t=101 and t=103 (scores 0.5 then 0.9), healthy, 1 core
+    # (its reports 1.2 s and 2.6 s apart; each epoch 2.5 s: overhead 0.1 s in its second)
     a = Trial([healthy(1), healthy(2)], [0.5, 0.9], [101.0, 103.0], cpus=1,
-              timing={"process_start": 100.0, "start": 100.5, "first_step": 100.8, "end": 103.0})
+              timing={"assigned": 100.0, "start": 100.5, "first_step": 100.8, "end": 103.0}, iter_s=[1.2, 2.6])
     # trial b: stopped after 1 epoch at t=102 (score 0.95), 1 core, collapsed usage
+    # (a reused worker took it at 101.0)
     b = Trial([{**healthy(1), "codebook/usage": 0.01}], [0.95], [102.0], cpus=1,
-              timing={"process_start": 101.0, "start": 101.2, "first_step": 101.5, "end": 102.0})
+              timing={"assigned": 101.0, "start": 101.2, "first_step": 101.5, "end": 102.0}, iter_s=[1.0],
+              worker_trials=2)
     return Run("r", wall_s=5.0, started=99.0, cpus=2, trials=[a, b], max_epochs=2)
 
 
@@ -36,9 +40,32 @@ def test_shares_split_wall_time_times_cores():
     assert parts["training steps"] == pytest.approx((2 * 2.0 + 2.0) / 10)
     assert parts["evaluation"] == pytest.approx((2 * 0.5 + 0.5) / 10)
     assert parts["trial start-up"] == pytest.approx((0.8 + 0.5) / 10)
-    # before the first process start (100 - 99) and after the last end (104 - 103), of 5 s
+    # before the first trial is taken (100 - 99) and after the last end (104 - 103), of 5 s
     assert parts["search start and finish"] == pytest.approx(2 / 5)
     assert sum(parts.values()) == pytest.approx(1.0)
+
+
+def test_startup_overhead_and_time_to_reach():
+    run = make_run()
+    assert [startup_s(t) for t in run.trials] == pytest.approx([0.8, 0.5])
+    assert epoch_overhead(run) == pytest.approx(0.1 / 2.5)  # only a's second epoch: a first epoch has start-up
+    assert time_to_reach(run, 0.9) == pytest.approx(102.0 - 99.0)  # b ends with 0.95 at 102, before a's 0.9 at 103
+    run.trials[1].scores = [0.7]
+    assert time_to_reach(run, 0.9) == pytest.approx(103.0 - 99.0)  # only a now
+    assert time_to_reach(run, 0.96) is None
+
+
+def test_goals_are_judged_on_the_figures():
+    run = make_run()
+    peer = Run("optuna", wall_s=10.0, started=0.0, cpus=2, max_epochs=2, trials=[
+        Trial([healthy(1)], [0.95], [8.0], cpus=2, timing={"assigned": 0.0, "start": 0.0, "first_step": 0.1})])
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in goals_section(run, run, peer) if "|" in line}
+    assert rows["trial start-up, median (worker takes the trial -> first step)"].endswith("| 0.65 s | <= 0.5 s | no |")
+    # 3 trial-epochs in 5 s against 1 in 10 s: 6x
+    assert rows["trial-epochs per minute against plain Optuna"].endswith("| 6.00x | >= 1.1x | yes |")
+    # the no-ES best (the same run here: 0.95) at 3 s against the peer's 8 s
+    assert "| 3 s against 8 s: 0.38x | <= 0.6x | yes |" in next(v for k, v in rows.items() if k.startswith("wall time"))
+    assert next(v for k, v in rows.items() if k.startswith("per-epoch")).endswith("| 4.0% | <= 5% | yes |")
 
 
 def test_first_checklist_pass_is_the_earliest_healthy_full_length_trial():

@@ -94,6 +94,40 @@ def test_smoke_search_writes_every_output(smoke):
     assert best["verdict_seed_targets"]["total"] == len(best["checklist_seed_targets"])
 
 
+def test_reused_workers_keep_each_trial_to_itself(smoke, tmp_path):
+    """Trials share worker processes (Ray's reuse_actors). Each trial's files are in its own folder
+    and nothing carries over from the trial its worker ran before (weights, optimiser state,
+    generators, the quantizer's buffers, torch's threads): the trial of the worker that had run
+    the most trials, retrained alone in a fresh process, gives the same numbers."""
+    _, exp = smoke
+    placements = {t: json.loads((t / "run" / "placement.json").read_text()) for t in sorted(exp.glob("trial_*"))}
+    assert len(placements) == 4
+    assert max(p["worker_trials"] for p in placements.values()) > 1, "no worker ran a second trial"
+    assert len({p["pid"] for p in placements.values()}) < len(placements)
+    for folder, placement in placements.items():  # the trial's own files, in its own folder
+        trial_id = folder.name.removeprefix("trial_")
+        assert yaml.safe_load((folder / "run" / "config.yaml").read_text())["name"] == trial_id
+        results = [json.loads(x) for x in (folder / "result.json").read_text().splitlines()]
+        metrics = [json.loads(x) for x in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert [m["epoch"] for m in metrics] == [r["epoch"] for r in results]
+        assert len(list((folder / "run" / "tb").glob("events.out.tfevents*"))) == 1
+        assert (folder / "run" / "timing.json").is_file() and list(folder.glob("checkpoint_*/state.pt"))
+        if placement["worker_trials"] > 1:  # taken over from another trial: no process start, no data load
+            timing = json.loads((folder / "run" / "timing.json").read_text())
+            assert placement["worker_assigned"] > placement["process_start"]
+            assert timing["first_step"] > placement["worker_assigned"]
+    folder = max(placements, key=lambda f: placements[f]["worker_trials"])
+    proc = run_script("scripts/train.py", str(folder / "run" / "config.yaml"), "--name", "alone",
+                      "--results", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    in_search = [json.loads(x) for x in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+    alone = [json.loads(x) for x in (tmp_path / "alone" / "metrics.jsonl").read_text().splitlines()]
+    assert len(alone) >= len(in_search) >= 1
+    for a, b in zip(in_search, alone):  # ASHA may have stopped the trial: its epochs are a prefix
+        assert {k: v for k, v in a.items() if not k.startswith("time/")} == pytest.approx(
+            {k: v for k, v in b.items() if not k.startswith("time/")}, rel=1e-6, abs=1e-9, nan_ok=True)
+
+
 def test_exported_best_config_trains_as_is(smoke, tmp_path):
     _, exp = smoke
     proc = run_script("scripts/train.py", str(exp / "best_config.yaml"), "--set", "training.epochs=1",
