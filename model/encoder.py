@@ -39,10 +39,17 @@ class ObjectEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor, colours: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """features [G, N, F], colours [G, N], mask [G, N] (True = real token, real tokens first)
-        -> [G, N, D]; padded slots come out as norm(0) (or 0) and are ignored downstream (masked)."""
+        -> [G, N, D]; padded slots come out as norm(0) (or 0) and are ignored downstream (masked).
+
+        On the CPU the grids run in length buckets, which needs the lengths on the host; on an
+        accelerator reading them would stall it once a bucket, every step, so there every grid
+        runs at the full padded length N (the same outputs on the real tokens, tested) and
+        nothing is read back (the real-tokens-first layout is model/objects.featurize's)."""
+        x = self.features(features) + self.colour(colours)  # [G, N, D]
+        if x.device.type != "cpu":
+            return self.norm(self.blocks(x, src_key_padding_mask=~mask))  # [G, N, D]
         if bool((mask[:, 1:] & ~mask[:, :-1]).any()):
             raise ValueError("ObjectEncoder: real tokens must come before the padding in every grid")
-        x = self.features(features) + self.colour(colours)  # [G, N, D]
         lengths = mask.sum(-1)  # [G] real tokens per grid
         out = torch.zeros_like(x)  # [G, N, D]
         lower = 0

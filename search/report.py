@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from importlib.metadata import version
 from pathlib import Path
 
 import matplotlib
@@ -231,10 +232,6 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
     if importances:
         plot_importances(importances, exp_dir / "importance.png", completed=_completed(study))
 
-    import optuna
-    import ray
-    import torch
-
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.status] = counts.get(t.status, 0) + 1
@@ -299,7 +296,7 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
         lines += ["", "## Verification (fresh seeds, full epochs)", "", *_verify_lines(json.loads(verify.read_text()))]
     command = (exp_dir / "command.txt").read_text().strip() if (exp_dir / "command.txt").is_file() else "(unknown)"
     lines += ["", "## Reproduce", "", "```", command, "```", "",
-              f"torch {torch.__version__}, ray {ray.__version__}, optuna {optuna.__version__}.", ""]
+              ", ".join(f"{name} {version(name)}" for name in ("torch", "ray", "optuna")) + ".", ""]  # no torch import
     path = exp_dir / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -268,6 +268,7 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
     location = opts.location
     started = time.time()
     ray = start_ray(opts)
+    phases = {"ray_ready": time.time()}  # wall-clock times of the session's phases (search_time.json)
     try:
         check_resources(ray, opts, str(loaded.path))
         if location.remote is None:
@@ -334,19 +335,21 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
                                                                       max_report_frequency=30),
                     verbose=1))
         grid = tuner.fit()
+        phases["trials_done"] = time.time()
         # Ctrl-C makes fit() return early: fewer trials ended than the budget
         interrupted = grid.num_terminated + grid.num_errors < opts.num_samples
     finally:
         ray.shutdown()
+    phases["ray_stopped"] = time.time()
     download(location)  # a URI experiment: mirror the trial folders for the export and report
     if opts.resume:
         set_aside_orphans(location, study_trial_ids(exp_dir))
-    record_search_time(exp_dir, started, opts.resume)
     best = export_best(exp_dir)
     if best is not None:
         from search.report import write_report
 
         print(f"report: {write_report(exp_dir)}")
+    record_search_time(exp_dir, started, opts.resume, phases)
     upload(location, DRIVER_FILES)
     return best, interrupted
 
@@ -372,15 +375,17 @@ def set_aside_orphans(location: Location, study_ids: set[str]) -> list[str]:
     return orphans
 
 
-def record_search_time(exp_dir: Path, started: float, resumed: bool) -> None:
+def record_search_time(exp_dir: Path, started: float, resumed: bool, phases: dict[str, float]) -> None:
     """search_time.json: one session per run of the search (a resumed search adds one), for
-    bench/search_wall_time.py --from."""
+    bench/search_wall_time.py --from and bench/search_efficiency.py: wall-clock times of its
+    start (before Ray), `phases` (ray_ready: Ray started; trials_done: Tune's fit returned;
+    ray_stopped) and its end (the best config exported and the report written)."""
     path = exp_dir / "search_time.json"
     if not exp_dir.is_dir():
         return
     sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
     ended = time.time()
-    sessions.append({"started": started, "ended": ended, "wall_s": ended - started, "resumed": resumed})
+    sessions.append({"started": started, **phases, "ended": ended, "wall_s": ended - started, "resumed": resumed})
     atomic_write_json(path, {"sessions": sessions})
 
 

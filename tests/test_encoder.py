@@ -37,6 +37,16 @@ def test_bucketed_equals_padded_on_real_tokens_and_gradients():
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)
 
 
+def test_on_a_device_it_cannot_read_from_the_encoder_runs_padded():
+    """Off the CPU the encoder reads nothing back (bucketing would, once a bucket a step): on the
+    meta device, where any read-back raises, it runs at the full padded length."""
+    encoder = ObjectEncoder(dim=16, depth=1, heads=2).to("meta")
+    features, colours, mask = (t.to("meta") for t in random_grids(4, 8, torch.Generator().manual_seed(3)))
+    assert encoder(features, colours, mask).shape == (4, 8, 16)
+    with pytest.raises(Exception):
+        bool(mask.any())  # the premise: the meta device has no values to read
+
+
 def test_padding_before_real_tokens_is_rejected():
     encoder = ObjectEncoder(dim=16, depth=1, heads=2)
     features, colours, mask = random_grids(4, 8, torch.Generator().manual_seed(2))

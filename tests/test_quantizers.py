@@ -102,6 +102,31 @@ def test_kmeans_init_places_codes_on_the_data():
     assert torch.cdist(centres, q.codebook, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values.max() < 0.5
 
 
+def test_kmeans_init_runs_once_and_a_loaded_state_decides():
+    trained = make("gradient", ema_decay=None, init="kmeans").train()
+    trained(torch.randn(50, D) * 3)  # k-means on this batch
+    codebook = trained.codebook.detach().clone()
+    trained(torch.randn(50, D) * 7)  # initialised: no second k-means (a gradient codebook moves only by its optimiser)
+    assert torch.equal(trained.codebook, codebook)
+    loaded = make("gradient", ema_decay=None, init="kmeans").train()
+    loaded.load_state_dict(trained.state_dict())
+    loaded(torch.randn(50, D))
+    assert torch.equal(loaded.codebook, codebook), "the loaded codebook is kept, not re-initialised"
+    fresh_state = make("gradient", ema_decay=None, init="kmeans").state_dict()  # initialised = False
+    loaded.load_state_dict(fresh_state)
+    loaded(torch.randn(50, D) * 3)
+    assert bool(loaded.initialised) and not torch.equal(loaded.codebook, fresh_state["codebook"])
+
+
+def test_usage_counts_add_up_each_code():
+    q = make("ema").train()
+    q.record(torch.randn(5, D), torch.tensor([0, 2, 2, 5, 2]))
+    q.record(torch.randn(2, D), torch.tensor([5, 15]))
+    expected = torch.zeros(K)
+    expected[[0, 2, 5, 15]] = torch.tensor([1.0, 3.0, 2.0, 1.0])
+    assert torch.equal(q.counts, expected)
+
+
 def test_cosine_codes_are_unit_norm():
     q = make("gradient", ema_decay=None, cosine=True).eval()
     out = q(torch.randn(10, D) * 5)

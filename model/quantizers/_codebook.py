@@ -67,6 +67,11 @@ def kmeans(z: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> t
     return centroids.to(z.device)
 
 
+def _forget_initialised(module: "CodebookQuantizer", incompatible_keys) -> None:
+    """After load_state_dict: the loaded `initialised` decides (read on the next training batch)."""
+    module._known_initialised = False
+
+
 class CodebookQuantizer(nn.Module):
     """Base for ema.py and gradient.py; subclasses hold the codebook and implement
     `codebook_tensor()` and `_write_codes(rows, vectors)`."""
@@ -78,6 +83,11 @@ class CodebookQuantizer(nn.Module):
         self.init, self.cosine, self.estimator = init, cosine, estimator
         self.generator = torch.Generator().manual_seed(seed)  # k-means seeding
         self.register_buffer("initialised", torch.tensor(init != "kmeans"))
+        # the host's copy of `initialised` once it is true: prepare() reads the buffer (on an
+        # accelerator, a wait for the device) only until the codebook has been initialised, and
+        # once more after a load_state_dict, which may bring either value
+        self._known_initialised = init != "kmeans"
+        self.register_load_state_dict_post_hook(_forget_initialised)
         self.register_buffer("counts", torch.zeros(num_codes))  # assignments since last refresh
         self.register_buffer("recent", torch.zeros(0, dim), persistent=False)  # last training batch
 
@@ -99,11 +109,13 @@ class CodebookQuantizer(nn.Module):
         """Normalise (cosine codes) and, on the first training batch, k-means the codebook."""
         if self.cosine:
             z = F.normalize(z, dim=-1)
-        if self.training and not bool(self.initialised):
-            with torch.no_grad():
-                self._write_codes(torch.arange(self.num_codes, device=z.device),
-                                  kmeans(z.detach(), self.num_codes, iters=10, generator=self.generator))
-            self.initialised.fill_(True)
+        if self.training and not self._known_initialised:
+            if not bool(self.initialised):
+                with torch.no_grad():
+                    self._write_codes(torch.arange(self.num_codes, device=z.device),
+                                      kmeans(z.detach(), self.num_codes, iters=10, generator=self.generator))
+                self.initialised.fill_(True)
+            self._known_initialised = True
         return z
 
     def pass_through(self, z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -114,7 +126,9 @@ class CodebookQuantizer(nn.Module):
 
     @torch.no_grad()
     def record(self, z: torch.Tensor, indices: torch.Tensor) -> None:
-        self.counts += torch.bincount(indices, minlength=self.num_codes).to(self.counts.dtype)
+        # counts[k] += #{i: indices[i] = k}; index_add_ rather than bincount, which reads the
+        # largest index back to the host (a wait on an accelerator) to size its output
+        self.counts.index_add_(0, indices, torch.ones_like(indices, dtype=self.counts.dtype))
         self.recent = z.detach().clone()
 
     @torch.no_grad()

@@ -34,10 +34,21 @@ class GumbelQuantizer(nn.Module):
         self.to_logits = nn.Linear(dim, num_codes)
         self.codebook = nn.Parameter(torch.randn(num_codes, dim, generator=torch.Generator().manual_seed(seed)))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        self.generator = torch.Generator().manual_seed(seed)  # Gumbel noise
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)  # Gumbel noise (on the CPU; _noise_generator)
 
-    def temperature(self) -> float:
-        return max(self.temperature_min, self.temperature_start * math.exp(-self.anneal_rate * int(self.steps)))
+    def temperature(self) -> torch.Tensor:
+        """tau(t) = max(tau_min, tau_start * exp(-anneal_rate * t)), a scalar tensor on the step
+        counter's device: computed there, never read back to the host."""
+        t = self.steps.to(torch.float64)
+        return (self.temperature_start * torch.exp(-self.anneal_rate * t)).clamp(min=self.temperature_min)
+
+    def _noise_generator(self, device: torch.device) -> torch.Generator:
+        """The Gumbel noise's generator on the logits' device (seeded as the CPU one), so the noise
+        is drawn where it is used instead of copied there each step."""
+        if self.generator.device != device:
+            self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        return self.generator
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         return self.codebook[indices]
@@ -48,9 +59,10 @@ class GumbelQuantizer(nn.Module):
         probs = logits.softmax(dim=-1)
         kl = (probs * torch.log(probs.clamp(min=1e-12))).sum(-1).mean() + math.log(self.num_codes)
         if self.training:
-            u = torch.rand(logits.shape, generator=self.generator).to(logits.device).clamp(1e-10, 1 - 1e-10)
+            u = torch.rand(logits.shape, generator=self._noise_generator(logits.device),
+                           device=logits.device).clamp(1e-10, 1 - 1e-10)
             gumbel = -torch.log(-torch.log(u))  # g ~ Gumbel(0, 1)
-            y = ((logits + gumbel) / self.temperature()).softmax(dim=-1)  # eq. 1
+            y = ((logits + gumbel) / self.temperature().to(logits.dtype)).softmax(dim=-1)  # eq. 1
             self.steps += 1
             quantized = y @ self.codebook  # [M, D]
         else:
