@@ -16,6 +16,7 @@ import math
 import os
 import shlex
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,8 +190,10 @@ def trial_worker_class(fn) -> type:
     naming its trial, and keeping a record of its process that it hands each trial (under
     search/trainable.py's WORKER_KEY): when it took the trial (its process start for the first,
     the reset for a later one: Ray's reuse_actors) and how many trials it has run. The Ray
-    dashboard's Actors page shows "TrialWorker" and "trial_<id>" instead of "ImplicitFunc" /
-    "run_trial" on every row."""
+    dashboard's Actors page shows "TrialWorker" and "trial_<id>" (the trial the worker started
+    with) instead of "ImplicitFunc" / "run_trial" on every row; the worker's console and log
+    lines are prefixed with the trial it runs now."""
+    from ray._private.ray_constants import LOG_PREFIX_ACTOR_NAME
     from ray.tune.trainable.function_trainable import wrap_function
 
     class TrialWorker(wrap_function(fn)):  # wrap_function keeps fn's resources (tune.with_resources)
@@ -200,6 +203,11 @@ def trial_worker_class(fn) -> type:
 
         def reset_config(self, new_config):
             self._worker = {"assigned": time.time(), "trials": self._worker["trials"] + 1}
+            # Ray prefixes the worker's console and log lines with the repr it had when the worker
+            # started ("(trial_<first> pid=...)"); this marker line makes it name the new trial
+            # (the dashboard's Actors row keeps the first trial: Ray 2.60 has no way to rename it)
+            for stream in (sys.stdout, sys.stderr):
+                print(f"{LOG_PREFIX_ACTOR_NAME}trial_{self.trial_id}", file=stream, flush=True)
             return super().reset_config(new_config)
 
         def _trainable_func(self, config):

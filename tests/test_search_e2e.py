@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -116,6 +117,15 @@ def test_reused_workers_keep_each_trial_to_itself(smoke, tmp_path):
             timing = json.loads((folder / "run" / "timing.json").read_text())
             assert placement["worker_assigned"] > placement["process_start"]
             assert timing["first_step"] > placement["worker_assigned"]
+    # the console's "(trial_<id> pid=...) epoch ..." lines name the trial the worker runs now, not the
+    # one it started with: each line's losses are that trial's (Ray folds similar lines, so not all show)
+    console = re.findall(r"\(trial_([0-9a-f]{8}) pid=\d+\)\S* epoch +(\d+)/\d+ \| train ([\d.]+) \| val ([\d.]+)",
+                         smoke[0].stdout)
+    assert console
+    for trial_id, epoch, train_loss, val_loss in console:
+        row = [json.loads(x) for x in (exp / f"trial_{trial_id}" / "run" / "metrics.jsonl").read_text().splitlines()][
+            int(epoch) - 1]
+        assert (f"{row['train/loss']:.4f}", f"{row['val/loss']:.4f}") == (train_loss, val_loss), trial_id
     folder = max(placements, key=lambda f: placements[f]["worker_trials"])
     proc = run_script("scripts/train.py", str(folder / "run" / "config.yaml"), "--name", "alone",
                       "--results", str(tmp_path))
