@@ -61,7 +61,10 @@ def mutual_information(x: torch.Tensor, y: torch.Tensor) -> float:
 
         p_ab = n_ab / M,   I = sum_ab p_ab log( p_ab / (p_a p_b) )     (Cover & Thomas, eq. 2.28)
     """
-    x, y = x.flatten().long(), y.flatten().long()
+    # relabel each vector to 0..(distinct values - 1), in sorted order: I is invariant to it, and
+    # the joint table stays [distinct x, distinct y] (shape labels span 2^16 values, codes 256)
+    x = torch.unique(x.flatten().long(), return_inverse=True)[1]  # [M]
+    y = torch.unique(y.flatten().long(), return_inverse=True)[1]  # [M]
     ny = int(y.max()) + 1
     joint = torch.bincount(x * ny + y, minlength=(int(x.max()) + 1) * ny).double().view(-1, ny)  # [X, Y]
     p = joint / joint.sum()
