@@ -64,6 +64,9 @@ def test_mutual_information_and_nmi_hand_values():
     # relabelling either side changes nothing; a constant labelling carries no information
     assert abs(normalized_mutual_information(x + 7, 1 - y) - 0.343712) < 1e-6
     assert normalized_mutual_information(torch.zeros(4, dtype=torch.long), y) == 0.0
+    # labels spread over a large range (shape labels go up to 2^16) give the same values
+    assert abs(mutual_information(x * 255, y * 65536) - 0.215762) < 1e-6
+    assert abs(normalized_mutual_information(x * 255, y * 65536) - 0.343712) < 1e-6
 
 
 def test_shape_class_reads_the_thresholded_occupancy():
