@@ -8,7 +8,8 @@
     run_dir/timing.json        this process's start-up, as wall-clock times (time.time()): called,
                                data_ready, model_ready, first_step (written after its first epoch)
 
-Per-epoch keys: epoch, step, train/loss, val/loss, loss/infonce, loss/sigreg, loss/relational,
+Per-epoch keys: epoch, step, train/loss, val/loss, val/loss_reference (the val loss under the fixed
+REFERENCE_WEIGHTS of model/jepa.py, comparable across configs whose loss weights differ), loss/infonce, loss/sigreg, loss/relational,
 loss/vq, codebook/usage, codebook/perplexity, codebook/refreshed, rank/context, rank/target,
 isotropy/context, isotropy/target, grad/norm_mean, grad/norm_max, temperature, time/epoch_s,
 time/train_s (inside training steps: batch building, forward, backward, optimiser, EMA, refresh),
@@ -34,13 +35,13 @@ import torch
 from model.config import TrainConfig, dump_config
 from model.data import ArcData, iterate_batches, load_arc_data, make_examples
 from model.io import atomic_path, atomic_write_json, atomic_write_text
-from model.jepa import JEPA, LossWeights, jepa_loss
+from model.jepa import JEPA, REFERENCE_WEIGHTS, LossWeights, jepa_loss
 from model.metrics import codebook_usage, effective_rank, isotropy, normalized_mutual_information, perplexity
 from model.objects import shape_class
 from model.quantizers import build_quantizer
 
 METRIC_KEYS = (
-    "epoch", "step", "train/loss", "val/loss", "loss/infonce", "loss/sigreg", "loss/relational",
+    "epoch", "step", "train/loss", "val/loss", "val/loss_reference", "loss/infonce", "loss/sigreg", "loss/relational",
     "loss/vq", "codebook/usage", "codebook/perplexity", "codebook/refreshed", "rank/context",
     "rank/target", "isotropy/context", "isotropy/target", "grad/norm_mean", "grad/norm_max",
     "temperature", "time/epoch_s", "time/train_s", "time/eval_s",
@@ -118,13 +119,21 @@ def resolve_device(name: str) -> torch.device:
 def evaluate(model: JEPA, data: ArcData, val_examples: tuple[torch.Tensor, torch.Tensor],
              weights: LossWeights, batch_size: int, device: torch.device, seed: int,
              num_codes: int) -> dict[str, float]:
-    """Val loss and health metrics over the whole val split (no augmentation, fixed SIGReg draws)."""
+    """Val loss and health metrics over the whole val split (no augmentation, fixed SIGReg draws).
+
+    "val/loss" is the run's own weighted loss; "val/loss_reference" the same predictions scored
+    with the fixed REFERENCE_WEIGHTS (model/jepa.py) and the same SIGReg draws, so val losses of
+    configs with different loss weights compare (equal to val/loss when the weights are those)."""
     model.eval()
-    generator = torch.Generator().manual_seed(seed)
-    total, count, contexts, targets, codes, colours, shapes = 0.0, 0, [], [], [], [], []
+    generator, reference_generator = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    same_weights = weights == REFERENCE_WEIGHTS
+    total, reference, count, contexts, targets, codes, colours, shapes = 0.0, 0.0, 0, [], [], [], [], []
     for batch in iterate_batches(data.records, *val_examples, batch_size, device):
         out = model(batch)
-        total += float(jepa_loss(model, batch, out, weights, generator)["total"]) * batch.size
+        own = float(jepa_loss(model, batch, out, weights, generator)["total"])
+        total += own * batch.size
+        reference += (own if same_weights else
+                      float(jepa_loss(model, batch, out, REFERENCE_WEIGHTS, reference_generator)["total"])) * batch.size
         count += batch.size
         contexts.append(out.context)
         targets.append(out.target)
@@ -140,6 +149,7 @@ def evaluate(model: JEPA, data: ArcData, val_examples: tuple[torch.Tensor, torch
     nmi = code_quality(indices, torch.cat(colours), torch.cat(shapes), seed) if codes else {}
     return {
         "val/loss": total / count,
+        "val/loss_reference": reference / count,
         "codebook/usage": codebook_usage(indices, num_codes) if indices is not None else math.nan,
         "codebook/perplexity": perplexity(indices, num_codes) if indices is not None else math.nan,
         "rank/context": effective_rank(context),
@@ -403,7 +413,8 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
     return finish_run(run)
 
 
-HPARAM_METRICS = ("score", "codebook/usage", "rank/context", "rank/target", "val/loss", "codes/nmi_colour")
+HPARAM_METRICS = ("score", "codebook/usage", "rank/context", "rank/target", "val/loss", "val/loss_reference",
+                  "codes/nmi_colour")
 
 
 def _declare_hparams(writer, hparams: dict) -> None:

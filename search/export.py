@@ -28,7 +28,7 @@ from search.checklist import evaluate_checklist, verdict
 from search.targets import SEED, collapsed, read_judging
 
 SUMMARY_KEYS = ("score", "score/best", "codebook/usage", "codebook/perplexity", "rank/context",
-                "rank/target", "val/loss", "train/loss", "grad/norm_mean", "grad/norm_max")
+                "rank/target", "val/loss", "val/loss_reference", "train/loss", "grad/norm_mean", "grad/norm_max")
 
 
 @dataclass

@@ -36,12 +36,13 @@ from search.score import items_passed  # noqa: E402
 from search.targets import SEED, Targets, read_judging  # noqa: E402
 
 CURVES = [("score", "score (items passed + margin)"), ("codebook/usage", "codebook usage"), ("rank/context", "context rank"),
-          ("rank/target", "target rank"), ("val/loss", "val loss")]
+          ("rank/target", "target rank"), ("val/loss_reference", "val loss (reference weights)")]
 
 
 def target_lines(targets: Targets) -> dict[str, float]:
     """The bars drawn on the plots, by metric key."""
-    return {"codebook/usage": targets.usage, "rank/context": targets.context_rank, "rank/target": targets.target_rank}
+    return {"codebook/usage": targets.usage, "rank/context": targets.context_rank, "rank/target": targets.target_rank,
+            "val/loss_reference": targets.final_val_loss}
 
 
 def format_score(score: float, with_items: bool = False) -> str:

@@ -39,10 +39,11 @@ from search.storage import DRIVER_FILES, Location, download, set_aside, upload
 from search.targets import JUDGING_FILE, Judging, collapsed
 from search.trainable import WORKER_KEY, run_trial
 
-PARETO_METRICS = ["codebook/usage", "rank/context", "val/loss"]  # objective.multi_objective
+# objective.multi_objective; val loss under the fixed REFERENCE_WEIGHTS (model/jepa.py), comparable across trials
+PARETO_METRICS = ["codebook/usage", "rank/context", "val/loss_reference"]
 PARETO_MODES = ["max", "max", "min"]
 TABLE_COLUMNS = {"epoch": "epoch", "score": "score", "codebook/usage": "usage",
-                 "rank/context": "rank_ctx", "rank/target": "rank_tgt", "val/loss": "val_loss"}
+                 "rank/context": "rank_ctx", "rank/target": "rank_tgt", "val/loss_reference": "val_loss_ref"}
 
 
 @dataclass(frozen=True)

@@ -259,7 +259,7 @@ def stage_calibrate(workers: int = 2, docs: Path = DOCS, runs: Path = RUNS, targ
         histories.append([json.loads(line) for line in metrics.read_text().splitlines()])
     ctx = [r["rank/context"] for rows in histories for r in rows]
     tgt = [r["rank/target"] for rows in histories for r in rows]
-    finals = [rows[-1]["val/loss"] for rows in histories]
+    finals = [rows[-1]["val/loss_reference"] for rows in histories]  # the bar's yardstick (checklist)
     targets = calibrate_from(ctx, tgt, finals)
     # the no-VQ reference against the seed's gradient-norm bars, first epoch and the rest
     grads = {"grad_norm_mean_epoch1": [rows[0]["grad/norm_mean"] for rows in histories],

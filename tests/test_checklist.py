@@ -2,9 +2,10 @@ from search.checklist import evaluate_checklist, format_item, verdict
 from search.targets import SEED, Targets
 
 
-def row(epoch, usage=0.2, ctx=12.0, tgt=25.0, val=5.0, gmean=3.0, gmax=10.0):
+def row(epoch, usage=0.2, ctx=12.0, tgt=25.0, val=5.0, gmean=3.0, gmax=10.0, ref=None):
     return {"epoch": epoch, "codebook/usage": usage, "rank/context": ctx, "rank/target": tgt,
-            "val/loss": val, "grad/norm_mean": gmean, "grad/norm_max": gmax}
+            "val/loss": val, "val/loss_reference": val if ref is None else ref,
+            "grad/norm_mean": gmean, "grad/norm_max": gmax}
 
 
 def test_healthy_history_passes_everything():
@@ -31,6 +32,15 @@ def test_targets_change_the_bars_and_the_labels():
     lower = evaluate_checklist(history, 1, Targets(0.15, 13.0, 15.0, "test"))
     assert lower["target_rank"]["pass"] and not lower["context_rank"]["pass"]
     assert lower["target_rank"]["label"] == "target rank > 15 at the end"
+
+
+def test_final_val_loss_is_judged_under_the_reference_weights():
+    # a run whose own (weighted) val loss passes the bar, but not its val loss under REFERENCE_WEIGHTS
+    items = evaluate_checklist([row(1, val=5.0, ref=9.0), row(2, val=4.0, ref=8.5)], planned_epochs=2)
+    assert not items["final_val_loss"]["pass"] and items["final_val_loss"]["value"] == 8.5
+    assert items["final_val_loss"]["label"] == "final val loss < 8 (reference weights)"
+    assert items["no_val_spike"]["value"] == 4.0 / 5.0  # the spike is a ratio of the run's own val losses
+    assert evaluate_checklist([row(1, val=9.0, ref=7.0)], planned_epochs=1)["final_val_loss"]["pass"]
 
 
 def test_empty_history_fails():

@@ -252,7 +252,7 @@ def test_verify_retrains_the_best_with_fresh_seeds(smoke):
     assert len(items["final_val_loss"]["values"]) == 2
     runs = sorted((exp / "verify").iterdir())
     assert [r.name for r in runs] == [f"{trial_id}-seed1000", f"{trial_id}-seed1001"]
-    losses = [json.loads((r / "metrics.jsonl").read_text().splitlines()[-1])["val/loss"] for r in runs]
+    losses = [json.loads((r / "metrics.jsonl").read_text().splitlines()[-1])["val/loss_reference"] for r in runs]
     assert items["final_val_loss"]["values"] == pytest.approx(losses)
     assert losses[0] != losses[1]  # fresh seeds, not a replay
     assert "## Verification" in (exp / "report.md").read_text()
@@ -271,7 +271,7 @@ def test_multi_objective_search_reports_the_pareto_front(tmp_path):
     for t in complete:  # the values are the trial's last-epoch metrics
         (result,) = [json.loads(x) for x in (exp / f"trial_{t.user_attrs['ray_trial_id']}" / "result.json")
                      .read_text().splitlines()][-1:]
-        assert t.values == [result["codebook/usage"], result["rank/context"], result["val/loss"]]
+        assert t.values == [result["codebook/usage"], result["rank/context"], result["val/loss_reference"]]
     text = (exp / "report.md").read_text()
     assert "## Pareto front" in text and (exp / "pareto.png").stat().st_size > 10_000
     assert text.count("| `") >= len(study.best_trials)

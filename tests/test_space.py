@@ -99,7 +99,7 @@ def test_define_by_run_honours_conditions_and_bounds(tmp_path):
 
 def _row(epoch, usage=0.2, ctx=12.0, tgt=25.0, val=5.0, gmean=10.0, gmax=20.0):
     return {"epoch": epoch, "codebook/usage": usage, "rank/context": ctx, "rank/target": tgt, "val/loss": val,
-            "grad/norm_mean": gmean, "grad/norm_max": gmax}
+            "val/loss_reference": val, "grad/norm_mean": gmean, "grad/norm_max": gmax}
 
 
 def test_health_margin_hand_values():

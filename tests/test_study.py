@@ -40,7 +40,7 @@ def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
     assert yaml.safe_load(targets_file.read_text())["seed_literal"] == {"usage": 0.15, "context_rank": 10.0,
                                                                       "target_rank": 20.0, "final_val_loss": 8.0}
     finals = [json.loads((runs / "confirm" / f"diagnostic_no_vq-seed{s}" / "metrics.jsonl").read_text()
-                         .splitlines()[-1])["val/loss"] for s in (0, 1)]
+                         .splitlines()[-1])["val/loss_reference"] for s in (0, 1)]
     assert calibrated(targets_file).final_val_loss == round(max(finals) * 8 / 7.75, 2)
 
     corr = study.stage_rankcorr(workers=2, n=3, epochs=1, seeds=(0, 1), overrides=TINY, docs=docs, runs=runs)

@@ -58,7 +58,7 @@ def test_judging_is_frozen_per_experiment(tmp_path):
 def test_score_and_checklist_follow_the_targets():
     lower = T.Targets(0.15, 8.0, 15.0, "test")
     history = [{"epoch": 1, "codebook/usage": 0.5, "rank/context": 9.0, "rank/target": 16.0, "val/loss": 1.0,
-                "grad/norm_mean": 1.0, "grad/norm_max": 2.0}]
+                "val/loss_reference": 1.0, "grad/norm_mean": 1.0, "grad/norm_max": 2.0}]
     assert int(run_score(history, 1, lower)) == int(run_score(history, 1)) + 2  # both rank items pass
     assert not evaluate_checklist(history, 1)["context_rank"]["pass"]
     assert evaluate_checklist(history, 1, lower)["context_rank"]["pass"]
@@ -71,7 +71,7 @@ def test_goal_collapse_minimises_and_never_rewards_divergence(tmp_path):
     o = loaded.space.objective
     assert o.goal == "collapse" and o.mode == "min" and o.resolved_targets() == T.SEED
     history = [{"epoch": 1, "codebook/usage": 0.01, "rank/context": 1.4, "rank/target": 2.4, "val/loss": 9.0,
-                "grad/norm_mean": 60.0, "grad/norm_max": 200.0}]  # only "ran all epochs" and "no spike" pass
+                "val/loss_reference": 9.0, "grad/norm_mean": 60.0, "grad/norm_max": 200.0}]  # only "ran all epochs" and "no spike" pass
     assert 2 <= objective_score(history, 1, o) < 2.2
 
 

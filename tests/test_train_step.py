@@ -38,3 +38,40 @@ def test_the_step_moves_the_target_encoder_by_the_ema_momentum():
     train_step(model, optimizer, batch, weights, g, 1.0, momentum=0.9)
     for t0, t1, c in zip(before, model.target_encoder.parameters(), model.context_encoder.parameters()):
         assert torch.allclose(t1, 0.9 * t0 + 0.1 * c.detach(), atol=1e-6)
+
+
+def test_val_loss_reference_scores_the_same_predictions_under_the_fixed_weights():
+    """evaluate(): val/loss is the run's own weighted loss, val/loss_reference the same model under
+    REFERENCE_WEIGHTS; equal when the run's weights are those, and computed by jepa_loss directly."""
+    from dataclasses import replace
+
+    from model.jepa import REFERENCE_WEIGHTS, jepa_loss
+    from model.train import evaluate
+
+    cfg = load_config(ROOT / "configs" / "sixth_run.yaml", ["data.max_tasks=30"])
+    data = load_arc_data(cfg.data.sources, cfg.data.val_fraction, cfg.data.max_objects, cfg.data.max_tasks)
+    val = make_examples(data.val_tasks, cfg.data.context_length, torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert loss_weights(cfg) == REFERENCE_WEIGHTS  # the sixth run's weights are the yardstick
+    own = evaluate(model, data, val, loss_weights(cfg), 64, torch.device("cpu"), 0, 256)
+    assert own["val/loss_reference"] == own["val/loss"]
+    lighter = replace(REFERENCE_WEIGHTS, relational=0.01, context_self=0.002)
+    light = evaluate(model, data, val, lighter, 64, torch.device("cpu"), 0, 256)
+    assert light["val/loss"] < own["val/loss"]  # a smaller weight shrinks the run's own loss ...
+    assert abs(light["val/loss_reference"] - own["val/loss"]) < 1e-5  # ... not the reference one
+    # by hand: one val batch (all val examples fit in one) under the reference weights
+    assert len(val[1]) <= 64
+    model.eval()
+    batch = make_batch(data.records, *[x[:64] for x in val], None, torch.device("cpu"))
+    with torch.no_grad():
+        by_hand = float(jepa_loss(model, batch, model(batch), REFERENCE_WEIGHTS, torch.Generator().manual_seed(0))["total"])
+    assert abs(by_hand - own["val/loss_reference"]) < 1e-5
+
+
+def test_the_calibration_runs_use_the_reference_weights():
+    """The final val-loss bar is calibrated on configs/diagnostic_no_vq.yaml: its weights must be
+    the yardstick val/loss_reference is measured with."""
+    from model.jepa import REFERENCE_WEIGHTS
+
+    assert loss_weights(load_config(ROOT / "configs" / "diagnostic_no_vq.yaml")) == REFERENCE_WEIGHTS
