@@ -7,7 +7,8 @@
 Runs `scripts/train.py` on each config (default: every config in configs/) with
 training.epochs=E, two at a time on one thread each, under results/compare/<name>/, then
 writes a Markdown table of each run's final codebook/usage, rank/context, rank/target and
-val/loss, with the machine and this command, so a reader sees which fixes help.
+val/loss_reference (the val loss under fixed loss weights: loss_weights.yaml changes its own),
+with the machine and this command, so a reader sees which fixes help.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "Metrics are those of the last epoch, on the val split. Targets (seed checklist): usage > 15%, "
         "context rank > 10, target rank > 20.",
         "",
-        "| config | codebook/usage | rank/context | rank/target | val/loss | min usage over run | status | wall s | what it changes |",
+        "| config | codebook/usage | rank/context | rank/target | val/loss_reference | min usage over run | status | wall s | what it changes |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         usages = [row["codebook/usage"] for row in r["rows"] if row["codebook/usage"] == row["codebook/usage"]]
         lines.append(
             f"| `{r['name']}` | {fmt(last.get('codebook/usage'), '{:.1%}')} | {fmt(last.get('rank/context'), '{:.1f}')} "
-            f"| {fmt(last.get('rank/target'), '{:.1f}')} | {fmt(last.get('val/loss'), '{:.3f}')} "
+            f"| {fmt(last.get('rank/target'), '{:.1f}')} | {fmt(last.get('val/loss_reference'), '{:.3f}')} "
             f"| {fmt(min(usages) if usages else None, '{:.1%}')} | {r['status']} | {r['wall_s']:.0f} | {r['what']} |")
         if r["stderr"]:
             print(f"{r['name']} failed:\n{r['stderr']}", file=sys.stderr)

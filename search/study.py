@@ -48,7 +48,7 @@ CONFIRM_CONFIGS = ("sixth_run", "diagnostic_no_vq", "closest_to_collapse")
 CONFIRM_SEEDS = (0, 1, 2)
 CONFIRM_EPOCHS = SIGNATURE_BY_EPOCH
 COLLAPSE_SPACE, COLLAPSE_NAME = "spaces/collapse.yaml", "study-collapse"
-RANKCORR_SPACE, RANKCORR_CONFIGS, RANKCORR_SEEDS, RANKCORR_EPOCHS = "spaces/vq_gentle.yaml", 16, (0, 1), 12
+RANKCORR_SPACE, RANKCORR_CONFIGS, RANKCORR_SEEDS, RANKCORR_EPOCHS = "spaces/vq_knobs.yaml", 16, (0, 1), 12
 RANKCORR_SAMPLER_SEED = 12345
 MAIN_SPACE, MAIN_NAME, MAIN_VERIFY_SEEDS = "spaces/vq_gentle.yaml", "study-main", 3
 # stage `searches`: (name, space, the parameter whose values the summary compares)
@@ -62,6 +62,9 @@ FIXES = (("sixth_run (mean)", "sixth_run", ()), ("A no refresh", "vq_no_refresh"
          ("context attention", "context_attention", ()), ("context GRU", "context_gru", ()))
 FIXES_EPOCHS, FIXES_SEEDS = 24, (0, 1, 2)
 PRODUCTION_CONFIG, PRODUCTION_EPOCHS, PRODUCTION_SEEDS = ROOT / "configs" / "stable_production.yaml", 80, (1000, 1001, 1002)
+# stage `reference`: the no-VQ run the bars are calibrated on, under the protocols that judge the winner:
+# scripts/verify.py's fresh seeds for the main search's budget, and the production length
+REFERENCE_CONFIG, REFERENCE_SEEDS = "diagnostic_no_vq", PRODUCTION_SEEDS
 
 
 def command(stage: str, extra: list[str] = ()) -> str:
@@ -201,6 +204,7 @@ def _run_summary(config: str, name: str, run: TrainRun, planned: int, targets: T
             "first_refresh_epoch": first_refresh(rows),
             "signature": seed_signature(rows) if rows else {"reproduced": False},
             "final": {k: _final(rows, k) for k in ("codebook/usage", "rank/context", "rank/target", "val/loss",
+                                                     "val/loss_reference",
                                                      "grad/norm_mean", "grad/norm_max", "loss/relational",
                                                      "loss/infonce", "codes/nmi_colour", "codes/nmi_shape",
                                                      "codes/nmi_chance")},
@@ -486,7 +490,8 @@ def summarise_search(exp_dir: Path, space_path: str, prefix: str, stage: str, do
     for t, rows in _trials_with_rows(exp_dir):
         trials.append({**_trial_base(t, rows), "passed": items_passed(t.final("score")),
                        "items": _items(rows, planned, judging.targets),
-                       "val/loss": _final(rows, "val/loss"), "rank/context": _final(rows, "rank/context"),
+                       "val/loss": _final(rows, "val/loss"), "val/loss_reference": _final(rows, "val/loss_reference"),
+                       "rank/context": _final(rows, "rank/context"),
                        "start": read_json(t.path / "run" / "placement.json").get("start", math.nan),
                        "end": read_json(t.path / "run" / "placement.json").get("end", math.nan)})
     trials.sort(key=lambda t: -t["score"] if math.isfinite(t["score"]) else math.inf)
@@ -505,9 +510,32 @@ def summarise_search(exp_dir: Path, space_path: str, prefix: str, stage: str, do
             "full_budget_trials": len(full),
             "item_pass_counts_full_budget": {k: sum(t["items"][k]["pass"] for t in full) for k in item_keys},
             "groups": _groups(trials, group_by, planned) if group_by else {}, "group_by": group_by,
+            "loss_yardstick": loss_yardstick(full, space),
             "verify": read_json(exp_dir / "verify.json"),
             "verify_grad_after_epoch1": [grad_after_first_epoch(read_jsonl(path)) for path in
                                          sorted((exp_dir / "verify").glob(f"{best_id}-seed*/metrics.jsonl"))]}
+
+
+YARDSTICK_PARAMS = ("relational_loss.weight", "relational_loss.context_self_weight")
+
+
+def loss_yardstick(full: list[dict], space: dict) -> list[dict]:
+    """Where a space searches the relational loss weights: each full-budget trial's weights, its own
+    final val loss (its weighted total) and its final val loss under the fixed REFERENCE_WEIGHTS
+    (what the checklist judges), lowest relational weight first. Empty for other spaces."""
+    if not any(k in space.get("params", {}) for k in YARDSTICK_PARAMS):
+        return []
+    from model.jepa import REFERENCE_WEIGHTS
+
+    base = {"relational_loss.weight": REFERENCE_WEIGHTS.relational,
+            "relational_loss.context_self_weight": REFERENCE_WEIGHTS.context_self}
+    rows = [{"trial_id": t["trial_id"], **{k: t["params"].get(k, base[k]) for k in YARDSTICK_PARAMS},
+             "aggregator": t["params"].get("model.aggregator"), "val/loss": t["val/loss"],
+             "val/loss_reference": t["val/loss_reference"],
+             "final_val_loss_pass": t["items"].get("final_val_loss", {}).get("pass"),
+             "grad_items_pass": all(t["items"].get(k, {}).get("pass", False) for k in ("grad_norm_mean", "grad_norm_max"))}
+            for t in full]
+    return sorted(rows, key=lambda r: r["relational_loss.weight"])
 
 
 def _groups(trials: list[dict], key: str, planned: int) -> dict:
@@ -594,6 +622,54 @@ def summarise_production(seeds: tuple[int, ...] = PRODUCTION_SEEDS, config: Path
 
 
 # --------------------------------------------------------------------------------------------
+# reference: the no-VQ reference judged like the winner (same fresh seeds, same epochs)
+
+
+def reference_epochs() -> tuple[int, int]:
+    """(the main search's max epochs, the production length): the two budgets a winner is judged at."""
+    return yaml.safe_load((ROOT / MAIN_SPACE).read_text())["budget"]["max_epochs"], PRODUCTION_EPOCHS
+
+
+def stage_reference(workers: int = 2, seeds: tuple[int, ...] = REFERENCE_SEEDS, epochs: tuple[int, ...] | None = None,
+                    overrides: tuple[str, ...] = (), docs: Path = DOCS, runs: Path = RUNS) -> dict:
+    """configs/diagnostic_no_vq.yaml (no quantizer, the reference loss weights, the run the bars are
+    calibrated on) trained afresh with the verification's seeds for each budget, then summarised:
+    can the reference itself pass the checklist under the protocol that judges the winner?"""
+    epochs = epochs or reference_epochs()
+    jobs = [(ROOT / "configs" / f"{REFERENCE_CONFIG}.yaml", f"{REFERENCE_CONFIG}-{e}ep-seed{s}", runs / "reference",
+             [f"seed={s}", f"training.epochs={e}", "training.num_threads=1", *overrides])
+            for e in epochs for s in seeds]
+    for run in _run_many(jobs, workers):
+        if run.error:
+            print(f"{run.name} failed:\n{run.error}", file=sys.stderr)
+    return summarise_reference(seeds, epochs, docs, runs)
+
+
+def summarise_reference(seeds: tuple[int, ...] = REFERENCE_SEEDS, epochs: tuple[int, ...] | None = None,
+                        docs: Path = DOCS, runs: Path = RUNS) -> dict:
+    """docs/study/reference.json: for each budget, each seed's checklist items (calibrated targets)."""
+    epochs = epochs or reference_epochs()
+    targets = calibrated()
+    summary = {"command": command("reference"), "config": f"configs/{REFERENCE_CONFIG}.yaml", "seeds": list(seeds),
+               "budgets": {}}
+    for e in epochs:
+        entries = []
+        for s in seeds:
+            run_dir = runs / "reference" / f"{REFERENCE_CONFIG}-{e}ep-seed{s}"
+            rows = read_jsonl(run_dir / "metrics.jsonl")
+            status = read_json(run_dir / "status.json").get("status", "missing")
+            items = _items(rows, e, targets) if rows else {}
+            items.pop("usage_throughout", None)  # no codebook: the usage item does not apply
+            entries.append({"seed": s, "status": status, "epochs": rows[-1]["epoch"] if rows else 0, "items": items})
+        keys = next((list(r["items"]) for r in entries if r["items"]), [])
+        summary["budgets"][str(e)] = {"runs": entries,
+                                      "pass_counts": {k: sum(r["items"].get(k, {}).get("pass", False) for r in entries)
+                                                      for k in keys}}
+    atomic_write_json(docs / "reference.json", summary)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
 # fixes: the seed's fixes, FSQ, the codebook counter-measures and order-aware context, 3 seeds each
 
 
@@ -658,7 +734,7 @@ def summarise_fixes(epochs: int = FIXES_EPOCHS, seeds: tuple[int, ...] = FIXES_S
 
 
 STAGES = {"collapse": stage_collapse, "confirm": stage_confirm, "calibrate": stage_calibrate,
-          "rankcorr": stage_rankcorr, "main": stage_main,
+          "rankcorr": stage_rankcorr, "main": stage_main, "reference": stage_reference,
           "production": stage_production, "fixes": stage_fixes, "searches": stage_searches}
 
 

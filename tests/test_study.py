@@ -113,3 +113,59 @@ def test_search_trials_grouped_by_a_parameter():
     assert groups["ema"]["lowest_val_loss"]["failed"] == ["item b"]
     assert groups["fsq"]["lowest_val_loss"] is None and groups["fsq"]["best"]["failed"] == ["item a", "item b"]
     assert groups["(base)"]["best"]["trial_id"] == "t4"
+
+
+def test_the_loss_yardstick_table_and_the_runs_it_covers():
+    """study.loss_yardstick: the full-budget trials' own and reference val losses, lowest relational
+    weight first (the base config's weight where the trial did not set it); empty when the space
+    does not search the weights. And docs/study.md's claim that sections 8 and 9 need no yardstick:
+    every fix variant, and the bases of the quantizer and context spaces, train with REFERENCE_WEIGHTS."""
+    from model.config import load_config
+    from model.jepa import REFERENCE_WEIGHTS
+    from model.train import loss_weights
+
+    def trial(tid, weight, own, ref, passed):
+        params = {"relational_loss.weight": weight} if weight is not None else {}
+        return {"trial_id": tid, "params": params, "val/loss": own, "val/loss_reference": ref,
+                "items": {"final_val_loss": {"pass": passed}, "grad_norm_mean": {"pass": True},
+                          "grad_norm_max": {"pass": weight is not None}}}
+
+    space = {"params": {"relational_loss.weight": {}, "vq.ema_decay": {}}}
+    rows = study.loss_yardstick([trial("a", 0.02, 9.0, 15.0, False), trial("b", None, 13.0, 13.0, True),
+                                 trial("c", 0.01, 8.0, 14.0, True)], space)
+    assert [r["trial_id"] for r in rows] == ["c", "a", "b"]
+    assert rows[2]["relational_loss.weight"] == REFERENCE_WEIGHTS.relational
+    assert rows[2]["relational_loss.context_self_weight"] == REFERENCE_WEIGHTS.context_self
+    assert (rows[1]["val/loss"], rows[1]["val/loss_reference"], rows[1]["final_val_loss_pass"]) == (9.0, 15.0, False)
+    assert rows[1]["grad_items_pass"] and not rows[2]["grad_items_pass"]  # both gradient items, or FAIL
+    assert study.loss_yardstick([trial("a", 0.02, 9.0, 15.0, False)], {"params": {"vq.ema_decay": {}}}) == []
+
+    for _, config, overrides in study.FIXES:
+        assert loss_weights(load_config(study.ROOT / "configs" / f"{config}.yaml", list(overrides))) == REFERENCE_WEIGHTS
+    for name in ("quantizer", "context"):
+        space = yaml.safe_load((study.ROOT / "spaces" / f"{name}.yaml").read_text())
+        assert not any(k.startswith(("relational_loss.", "loss.sigreg")) for k in space["params"])
+        base = (study.ROOT / "spaces" / space["base"]).resolve()
+        assert loss_weights(load_config(base)) == REFERENCE_WEIGHTS
+
+
+def test_the_reference_stage_judges_the_no_vq_run_like_the_winner(tmp_path):
+    """stage_reference: diagnostic_no_vq with the given seeds and budget (real trainer, tiny data),
+    each item judged by the checklist on the run; the document's table says what it fails."""
+    from search.study_doc import reference_table
+
+    docs, runs = tmp_path / "docs", tmp_path / "runs"
+    ref = study.stage_reference(workers=2, seeds=(1000, 1001), epochs=(2,), overrides=TINY, docs=docs, runs=runs)
+    budget = ref["budgets"]["2"]
+    assert [r["seed"] for r in budget["runs"]] == [1000, 1001]
+    assert all(r["status"] == "completed" and r["epochs"] == 2 for r in budget["runs"])
+    rows = [json.loads(x) for x in (runs / "reference" / "diagnostic_no_vq-2ep-seed1000" / "metrics.jsonl")
+            .read_text().splitlines()]
+    assert math.isnan(rows[-1]["codebook/usage"])  # no quantizer: usage is undefined, and its item left out
+    assert "usage_throughout" not in budget["pass_counts"] and "target_rank" in budget["pass_counts"]
+    assert budget["pass_counts"]["completed_all_epochs"] == 2
+    assert budget["pass_counts"] == {k: sum(r["items"][k]["pass"] for r in budget["runs"]) for k in budget["pass_counts"]}
+    assert json.loads((docs / "reference.json").read_text())["budgets"]["2"]["pass_counts"] == budget["pass_counts"]
+    text = "\n".join(reference_table(ref, 2))
+    assert "no-VQ seed 1000 (completed, 2 ep)" in text and "usage > 15%" not in text
+    assert "Not run yet" in "\n".join(reference_table(ref, 80))
