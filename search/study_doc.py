@@ -351,12 +351,15 @@ def _search_body(s: dict, who: str, prefix: str) -> list[str]:
     v = (s.get("verify") or {}).get("trials", {})
     if v:
         lines += [f"Verification of the winner `{best.get('trial_id')}` with fresh seeds "
-                  f"{(s['verify'].get('seeds'))} (pass rate, mean and spread of each item's deciding value):", "",
-                  "| item | pass rate | mean | std |", "|---|---|---|---|"]
+                  f"{(s['verify'].get('seeds'))} (pass rate, mean and spread of each item's deciding value, and its "
+                  "value in each seed, in that order):", "",
+                  "| item | pass rate | mean | std | per seed |", "|---|---|---|---|---|"]
         for trial_id, items in v.items():
             for k, e in items.items():
                 label = top[0]["items"].get(k, {}).get("label", k) if top else k
-                lines.append(f"| {label} | {e['pass_rate']:.0%} | {_f(e['mean'], '{:.4g}')} | {_f(e['std'], '{:.3g}')} |")
+                per_seed = ", ".join(_f(x, "{:.4g}") for x in e.get("values", []))
+                lines.append(f"| {label} | {e['pass_rate']:.0%} | {_f(e['mean'], '{:.4g}')} | {_f(e['std'], '{:.3g}')} | "
+                             f"{per_seed} |")
         lines.append("")
         always = [k for items in v.values() for k, e in items.items() if e["pass_rate"] == 1.0]
         never = [k for items in v.values() for k, e in items.items() if e["pass_rate"] < 1.0]
