@@ -270,6 +270,11 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # num_to_keep=2 forces a state snapshot per checkpoint; that is intended, the warning is noise.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # The experiment state (what --resume restores) at most 1 s old instead of Ray's "auto" (10 s and
+    # up): with num_to_keep=2 a trial's checkpoint is deleted two checkpoints later, so a snapshot
+    # older than two epochs can name a deleted checkpoint, and a driver killed then resumes that
+    # trial as failed ("checkpoint does not exist on storage anymore"; seen with 1-2 s epochs).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     # One TensorBoard run per trial: the trainer's run/tb (search/trainable.py). Ray's TensorBoard
     # logger would add a second copy of every trial; its JSON and CSV loggers are kept (below).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
