@@ -13,7 +13,7 @@ from pathlib import Path
 
 from model.io import atomic_write_text
 from search.runs import ROOT
-from search.study import DOCS
+from search.study import CONFIRM_EPOCHS, CONFIRM_SEEDS, DOCS
 from search.targets import GRAD_MAX_MAX, GRAD_MEAN_MAX, SIGNATURE_BY_EPOCH, SIGNATURE_CONTEXT_RANK, SIGNATURE_USAGE
 
 OUT = ROOT / "docs" / "study.md"
@@ -280,8 +280,8 @@ def reference_table(ref: dict | None, epochs: int) -> list[str]:
     keys = list(runs[0]["items"])
     labels = {k: v["label"] for k, v in runs[0]["items"].items()}
     lines = [f"The no-VQ reference under the same protocol: `{ref['command']}` trains `{ref['config']}` (no "
-             f"quantizer, the reference loss weights; the run the bars are calibrated on, there with seeds 0-2 over "
-             f"30 epochs) with the same fresh seeds for {epochs} epochs (the usage item does not apply: no codebook):", ""]
+             f"quantizer, the reference loss weights; the run the bars are calibrated on, there with seeds "
+             f"{list(CONFIRM_SEEDS)} over {CONFIRM_EPOCHS} epochs) with the same fresh seeds for {epochs} epochs (the usage item does not apply: no codebook):", ""]
     lines += _item_table([(f"no-VQ seed {r['seed']} ({r['status']}, {r['epochs']} ep)", r["items"]) for r in runs],
                          keys, labels)
     n = len(runs)
