@@ -208,10 +208,25 @@ class TrainingConfig(_Section):
     lr: float = Field(default=1e-3, gt=0.0, le=1e25,
                       description="AdamW learning rate (above ~1e30 AdamW overflows float32).")
     weight_decay: float = Field(default=0.05, ge=0.0, description="AdamW weight decay (matrices only).")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="constant",
+        description="After the warmup: constant (lr every step) or cosine (I-JEPA's WarmupCosineSchedule: "
+        "lr decays along a half cosine to final_lr_fraction * lr at the run's last step, epochs * steps).")
+    warmup_epochs: float = Field(
+        default=0.0, ge=0.0,
+        description="Linear warmup from lr / warmup steps to lr over this many epochs; 0 = none.")
+    final_lr_fraction: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="cosine only: the last step's lr as a fraction of lr.")
     grad_clip: GradClipConfig = GradClipConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     num_threads: int = Field(default=1, ge=0, description="torch CPU threads; 0 = torch's default.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA if available.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainingConfig":
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
+        return self
 
 
 class TrainConfig(_Section):

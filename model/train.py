@@ -8,7 +8,7 @@
     run_dir/timing.json        this process's start-up, as wall-clock times (time.time()): called,
                                data_ready, model_ready, first_step (written after its first epoch)
 
-Per-epoch keys: epoch, step, train/loss, val/loss, val/loss_reference (the val loss under the fixed
+Per-epoch keys: epoch, step, train/loss, train/lr (the epoch's last step's learning rate), val/loss, val/loss_reference (the val loss under the fixed
 REFERENCE_WEIGHTS of model/jepa.py, comparable across configs whose loss weights differ), loss/infonce, loss/sigreg, loss/relational,
 loss/vq, codebook/usage, codebook/perplexity, codebook/refreshed, rank/context, rank/target,
 isotropy/context, isotropy/target, grad/norm_mean, grad/norm_max, temperature, time/epoch_s,
@@ -41,7 +41,7 @@ from model.objects import shape_class
 from model.quantizers import build_quantizer
 
 METRIC_KEYS = (
-    "epoch", "step", "train/loss", "val/loss", "val/loss_reference", "loss/infonce", "loss/sigreg", "loss/relational",
+    "epoch", "step", "train/loss", "train/lr", "val/loss", "val/loss_reference", "loss/infonce", "loss/sigreg", "loss/relational",
     "loss/vq", "codebook/usage", "codebook/perplexity", "codebook/refreshed", "rank/context",
     "rank/target", "isotropy/context", "isotropy/target", "grad/norm_mean", "grad/norm_max",
     "temperature", "time/epoch_s", "time/train_s", "time/eval_s",
@@ -78,6 +78,26 @@ def make_optimizer(model: JEPA, lr: float, weight_decay: float) -> torch.optim.A
     no_decay = [p for p in params if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+def learning_rate(step: int, total_steps: int, lr: float, schedule: str, warmup_steps: int,
+                  final_fraction: float) -> float:
+    """The learning rate of optimisation step `step` (0-based) of a run of `total_steps` steps.
+
+    Warmup (steps 0 .. W-1, W = warmup_steps):  lr_t = lr * (t + 1) / W
+    then constant:                               lr_t = lr
+    or cosine (I-JEPA, src/utils/schedulers.py: WarmupCosineSchedule; Loshchilov & Hutter 2017,
+    SGDR eq. 5 without restarts), with progress p = (t - W) / max(1, T - 1 - W) in [0, 1]:
+        lr_t = lr_min + (lr - lr_min) * (1 + cos(pi * p)) / 2,   lr_min = final_fraction * lr
+    so the first step after warmup has lr and the run's last step (T - 1) has lr_min. A pure
+    function of the step: a resumed run continues the schedule without saving any state."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - 1 - warmup_steps))
+    lr_min = final_fraction * lr
+    return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def loss_weights(cfg: TrainConfig) -> LossWeights:
@@ -275,6 +295,7 @@ def train_epoch(run: TrainingRun, log: Callable[[str], None] = print) -> dict | 
     steps_per_epoch = max(1, cfg.data.augment_copies * sum(len(p) for p in run.data.train_tasks) // t.batch_size)
     total_steps = t.epochs * steps_per_epoch
     m0, m1 = cfg.model.ema_momentum_start, cfg.model.ema_momentum_end
+    warmup_steps = round(t.warmup_epochs * steps_per_epoch)
     epoch = state["epoch"] + 1
     started = time.perf_counter()
     steps: list[dict[str, torch.Tensor]] = []  # the epoch's step values, read once at its end
@@ -287,7 +308,10 @@ def train_epoch(run: TrainingRun, log: Callable[[str], None] = print) -> dict | 
     for batch in iterate_batches(run.data.records, *train_examples, t.batch_size, run.device,
                                  shuffle=generators["shuffle"], augment_with=augment_with, drop_last=True):
         run.timing.setdefault("first_step", time.time())
-        # ---- forward, backward, clip, AdamW, EMA (momentum rising linearly m0 -> m1)
+        # ---- forward, backward, clip, AdamW (lr from its schedule), EMA (momentum rising linearly m0 -> m1)
+        lr = learning_rate(state["step"], total_steps, t.lr, t.lr_schedule, warmup_steps, t.final_lr_fraction)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
         momentum = m0 + (m1 - m0) * min(1.0, (state["step"] + 1) / total_steps)
         steps.append(train_step(model, run.optimizer, batch, run.weights, generators["sigreg"],
                                 t.grad_clip.max_norm, momentum))
@@ -314,7 +338,8 @@ def train_epoch(run: TrainingRun, log: Callable[[str], None] = print) -> dict | 
     # ---- end of epoch: val loss and health metrics
     train_s = time.perf_counter() - started
     n = max(1, len(grad_norms))
-    metrics = {"epoch": epoch, "step": state["step"], "train/loss": sums["total"] / n}
+    metrics = {"epoch": epoch, "step": state["step"], "train/loss": sums["total"] / n,
+               "train/lr": run.optimizer.param_groups[0]["lr"]}
     num_codes = model.quantizer.num_codes if model.quantizer is not None else 0
     metrics.update(evaluate(model, run.data, run.val_examples, run.weights, t.batch_size, run.device,
                             cfg.seed, num_codes))

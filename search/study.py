@@ -630,14 +630,33 @@ def reference_epochs() -> tuple[int, int]:
     return yaml.safe_load((ROOT / MAIN_SPACE).read_text())["budget"]["max_epochs"], PRODUCTION_EPOCHS
 
 
+SCHEDULE_KEYS = ("training.lr_schedule", "training.warmup_epochs", "training.final_lr_fraction")
+
+
+def main_schedule() -> dict:
+    """The learning-rate schedule the main space fixes for its trials (its `set:` section), which
+    the winner, the production config and so the reference runs train with."""
+    fixed = yaml.safe_load((ROOT / MAIN_SPACE).read_text()).get("set") or {}
+    return {k: fixed[k] for k in SCHEDULE_KEYS if k in fixed}
+
+
+def reference_run_name(epochs: int, seed: int, schedule: dict) -> str:
+    """A reference run's folder: the schedule is in the name, so runs of another schedule are never reused."""
+    kind = schedule.get("training.lr_schedule", "constant")
+    return f"{REFERENCE_CONFIG}-{epochs}ep-seed{seed}" + ("" if kind == "constant" else f"-{kind}")
+
+
 def stage_reference(workers: int = 2, seeds: tuple[int, ...] = REFERENCE_SEEDS, epochs: tuple[int, ...] | None = None,
                     overrides: tuple[str, ...] = (), docs: Path = DOCS, runs: Path = RUNS) -> dict:
     """configs/diagnostic_no_vq.yaml (no quantizer, the reference loss weights, the run the bars are
-    calibrated on) trained afresh with the verification's seeds for each budget, then summarised:
-    can the reference itself pass the checklist under the protocol that judges the winner?"""
+    calibrated on) trained afresh with the verification's seeds for each budget and the main space's
+    learning-rate schedule, then summarised: can the reference itself pass the checklist under the
+    protocol that judges the winner?"""
     epochs = epochs or reference_epochs()
-    jobs = [(ROOT / "configs" / f"{REFERENCE_CONFIG}.yaml", f"{REFERENCE_CONFIG}-{e}ep-seed{s}", runs / "reference",
-             [f"seed={s}", f"training.epochs={e}", "training.num_threads=1", *overrides])
+    schedule = main_schedule()
+    jobs = [(ROOT / "configs" / f"{REFERENCE_CONFIG}.yaml", reference_run_name(e, s, schedule), runs / "reference",
+             [f"seed={s}", f"training.epochs={e}", "training.num_threads=1",
+              *(f"{k}={v}" for k, v in schedule.items()), *overrides])
             for e in epochs for s in seeds]
     for run in _run_many(jobs, workers):
         if run.error:
@@ -650,12 +669,13 @@ def summarise_reference(seeds: tuple[int, ...] = REFERENCE_SEEDS, epochs: tuple[
     """docs/study/reference.json: for each budget, each seed's checklist items (calibrated targets)."""
     epochs = epochs or reference_epochs()
     targets = calibrated()
+    schedule = main_schedule()
     summary = {"command": command("reference"), "config": f"configs/{REFERENCE_CONFIG}.yaml", "seeds": list(seeds),
-               "budgets": {}}
+               "schedule": schedule, "budgets": {}}
     for e in epochs:
         entries = []
         for s in seeds:
-            run_dir = runs / "reference" / f"{REFERENCE_CONFIG}-{e}ep-seed{s}"
+            run_dir = runs / "reference" / reference_run_name(e, s, schedule)
             rows = read_jsonl(run_dir / "metrics.jsonl")
             status = read_json(run_dir / "status.json").get("status", "missing")
             items = _items(rows, e, targets) if rows else {}

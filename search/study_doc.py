@@ -268,6 +268,13 @@ def _item_table(rows: list[tuple[str, dict]], keys: list[str], labels: dict[str,
     return lines
 
 
+def _schedule_text(schedule: dict) -> str:
+    """', with the main space's learning-rate schedule (training.lr_schedule=cosine, ...)', or ''."""
+    if schedule.get("training.lr_schedule", "constant") == "constant" and not schedule.get("training.warmup_epochs"):
+        return ""
+    return " and the main space's learning-rate schedule (" + ", ".join(f"{k}={v}" for k, v in schedule.items()) + ")"
+
+
 def reference_table(ref: dict | None, epochs: int) -> list[str]:
     """The no-VQ reference trained with the same fresh seeds for `epochs`, item by item, and which
     items it fails itself in some seed (docs/study/reference.json)."""
@@ -281,7 +288,8 @@ def reference_table(ref: dict | None, epochs: int) -> list[str]:
     labels = {k: v["label"] for k, v in runs[0]["items"].items()}
     lines = [f"The no-VQ reference under the same protocol: `{ref['command']}` trains `{ref['config']}` (no "
              f"quantizer, the reference loss weights; the run the bars are calibrated on, there with seeds "
-             f"{list(CONFIRM_SEEDS)} over {CONFIRM_EPOCHS} epochs) with the same fresh seeds for {epochs} epochs (the usage item does not apply: no codebook):", ""]
+             f"{list(CONFIRM_SEEDS)} over {CONFIRM_EPOCHS} epochs) with the same fresh seeds for {epochs} epochs"
+             f"{_schedule_text(ref.get('schedule') or {})} (the usage item does not apply: no codebook):", ""]
     lines += _item_table([(f"no-VQ seed {r['seed']} ({r['status']}, {r['epochs']} ep)", r["items"]) for r in runs],
                          keys, labels)
     n = len(runs)

@@ -159,9 +159,12 @@ def test_the_reference_stage_judges_the_no_vq_run_like_the_winner(tmp_path):
     budget = ref["budgets"]["2"]
     assert [r["seed"] for r in budget["runs"]] == [1000, 1001]
     assert all(r["status"] == "completed" and r["epochs"] == 2 for r in budget["runs"])
-    rows = [json.loads(x) for x in (runs / "reference" / "diagnostic_no_vq-2ep-seed1000" / "metrics.jsonl")
+    rows = [json.loads(x) for x in (runs / "reference" / study.reference_run_name(2, 1000, study.main_schedule()) / "metrics.jsonl")
             .read_text().splitlines()]
     assert math.isnan(rows[-1]["codebook/usage"])  # no quantizer: usage is undefined, and its item left out
+    # the main space's learning-rate schedule, as the winner trains with it (a cosine ends at its final lr)
+    assert ref["schedule"] == study.main_schedule() and ref["schedule"]["training.lr_schedule"] == "cosine"
+    assert rows[-1]["train/lr"] == pytest.approx(1e-3 * ref["schedule"].get("training.final_lr_fraction", 0.01))
     assert "usage_throughout" not in budget["pass_counts"] and "target_rank" in budget["pass_counts"]
     assert budget["pass_counts"]["completed_all_epochs"] == 2
     assert budget["pass_counts"] == {k: sum(r["items"][k]["pass"] for r in budget["runs"]) for k in budget["pass_counts"]}

@@ -1,5 +1,8 @@
 """model/train.py: train_step, the one step train() runs and bench/train_throughput.py times."""
 
+import math
+
+import pytest
 import torch
 
 from model.config import load_config
@@ -75,3 +78,37 @@ def test_the_calibration_runs_use_the_reference_weights():
     from model.jepa import REFERENCE_WEIGHTS
 
     assert loss_weights(load_config(ROOT / "configs" / "diagnostic_no_vq.yaml")) == REFERENCE_WEIGHTS
+
+
+def test_learning_rate_warmup_then_constant_or_cosine_by_hand():
+    from model.train import learning_rate
+
+    lr = 1e-3
+    # warmup W = 4: lr * (t + 1) / W
+    assert learning_rate(0, 13, lr, "cosine", 4, 0.01) == pytest.approx(2.5e-4)
+    assert learning_rate(3, 13, lr, "constant", 4, 0.01) == pytest.approx(1e-3)
+    assert learning_rate(100, 13, lr, "constant", 0, 0.01) == lr
+    # cosine, T = 13, W = 2: p = (t - 2) / 10; t = 2 -> lr, t = 7 -> midway, t = 12 -> lr_min
+    assert learning_rate(2, 13, lr, "cosine", 2, 0.01) == pytest.approx(1e-3)
+    assert learning_rate(7, 13, lr, "cosine", 2, 0.01) == pytest.approx(1e-5 + 0.99e-3 / 2)
+    assert learning_rate(12, 13, lr, "cosine", 2, 0.01) == pytest.approx(1e-5)
+    assert learning_rate(3, 13, lr, "cosine", 2, 0.01) == pytest.approx(1e-5 + 0.99e-3 * (1 + math.cos(math.pi / 10)) / 2)
+
+
+def test_a_cosine_run_ends_at_the_final_lr_and_warmup_must_end_before_the_run(tmp_path):
+    from model.config import ConfigError
+    from model.train import learning_rate, train
+
+    cfg = load_config(ROOT / "configs" / "sixth_run.yaml",
+                      ["data.max_tasks=80", "training.epochs=2", "training.lr_schedule=cosine",
+                       "training.warmup_epochs=0.5", "training.final_lr_fraction=0.1"])
+    history = train(cfg, tmp_path / "run", log=lambda _: None).history
+    assert [m["epoch"] for m in history] == [1, 2]
+    per_epoch = history[0]["step"]
+    assert per_epoch >= 3 and history[1]["step"] == 2 * per_epoch
+    warmup = round(0.5 * per_epoch)
+    assert history[0]["train/lr"] == pytest.approx(learning_rate(per_epoch - 1, 2 * per_epoch, 1e-3, "cosine", warmup, 0.1))
+    assert history[0]["train/lr"] < cfg.training.lr  # part of the way down the cosine
+    assert history[1]["train/lr"] == pytest.approx(0.1 * cfg.training.lr)  # the run's last step
+    with pytest.raises(ConfigError, match=r"training: warmup_epochs \(2.0\) must be < epochs"):
+        load_config(ROOT / "configs" / "sixth_run.yaml", ["training.epochs=2", "training.warmup_epochs=2"])
