@@ -373,7 +373,9 @@ def end_epoch(run: TrainingRun, metrics: dict, extra_scalars: ExtraScalars | Non
         state["best_val"], state["bad_epochs"] = metrics["val/loss"], 0
     else:
         state["bad_epochs"] += 1
-    stop = t.early_stopping.patience is not None and state["bad_epochs"] >= t.early_stopping.patience
+    # (on the run's last epoch there is nothing left to stop: a run that reaches it is completed)
+    stop = (t.early_stopping.patience is not None and state["bad_epochs"] >= t.early_stopping.patience
+            and metrics["epoch"] < t.epochs)
     state["epoch"] = metrics["epoch"]
     state["history"].append(metrics)
     if stop:

@@ -8,6 +8,7 @@
     python scripts/study.py main        # the README's main command, its winner verified -> configs/stable_production.yaml
     python scripts/study.py production  # configs/stable_production.yaml, 3 fresh seeds x 80 epochs
     python scripts/study.py reference   # the no-VQ reference judged like the winner: the same seeds, 24 and 80 epochs
+    python scripts/study.py unquantized # the production config without its quantizer, judged the same way
     python scripts/study.py fixes       # the seed's fixes, FSQ, counter-measures, context: 3 seeds x 24 epochs
     python scripts/study.py searches    # spaces/quantizer.yaml and spaces/context.yaml searched, winners verified
     python scripts/study.py doc         # docs/study.md from docs/study/*.json (every stage ends with it)
@@ -24,7 +25,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # scripts/ would shadow the `search` package
 
-STAGES = ("collapse", "confirm", "calibrate", "rankcorr", "main", "production", "reference", "fixes", "searches", "doc")
+STAGES = ("collapse", "confirm", "calibrate", "rankcorr", "main", "production", "reference", "unquantized", "fixes", "searches", "doc")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,10 @@ plots (docs/study/*.png); `doc` assembles docs/study.md from whatever summaries 
     main       the README's main command (spaces/vq_gentle.yaml) as results/study-main, its winner
                retrained with 3 fresh seeds (scripts/verify.py), configs/stable_production.yaml
     production configs/stable_production.yaml, 3 fresh seeds x its 80 epochs: the checklist
+    reference  configs/diagnostic_no_vq.yaml (the seed's no-VQ run) with the same seeds, budgets and
+               learning-rate schedule as the winner: the checklist
+    unquantized configs/stable_production.yaml without its quantizer (vq.enabled=false), the same
+               seeds and budgets: what the codebook itself costs
     fixes      the seed's fixes A-D, FSQ, k-means init, cosine codes, the rotation trick and the
                order-aware context aggregators, 3 seeds x 24 epochs each: the checklist item by item
     searches   spaces/quantizer.yaml and spaces/context.yaml searched like the main command
@@ -33,6 +37,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -668,24 +673,74 @@ def summarise_reference(seeds: tuple[int, ...] = REFERENCE_SEEDS, epochs: tuple[
                         docs: Path = DOCS, runs: Path = RUNS) -> dict:
     """docs/study/reference.json: for each budget, each seed's checklist items (calibrated targets)."""
     epochs = epochs or reference_epochs()
-    targets = calibrated()
     schedule = main_schedule()
     summary = {"command": command("reference"), "config": f"configs/{REFERENCE_CONFIG}.yaml", "seeds": list(seeds),
-               "schedule": schedule, "budgets": {}}
+               "schedule": schedule,
+               "budgets": _no_codebook_budgets(lambda e, s: runs / "reference" / reference_run_name(e, s, schedule),
+                                               seeds, epochs)}
+    atomic_write_json(docs / "reference.json", summary)
+    return summary
+
+
+def _no_codebook_budgets(run_dir_of: Callable[[int, int], Path], seeds: tuple[int, ...],
+                         epochs: tuple[int, ...]) -> dict:
+    """{budget: {runs: each seed's status, epochs and checklist items (calibrated targets, the usage
+    item left out: no codebook), pass_counts}} for runs without a quantizer."""
+    targets, budgets = calibrated(), {}
     for e in epochs:
         entries = []
         for s in seeds:
-            run_dir = runs / "reference" / reference_run_name(e, s, schedule)
+            run_dir = run_dir_of(e, s)
             rows = read_jsonl(run_dir / "metrics.jsonl")
             status = read_json(run_dir / "status.json").get("status", "missing")
             items = _items(rows, e, targets) if rows else {}
             items.pop("usage_throughout", None)  # no codebook: the usage item does not apply
             entries.append({"seed": s, "status": status, "epochs": rows[-1]["epoch"] if rows else 0, "items": items})
         keys = next((list(r["items"]) for r in entries if r["items"]), [])
-        summary["budgets"][str(e)] = {"runs": entries,
-                                      "pass_counts": {k: sum(r["items"].get(k, {}).get("pass", False) for r in entries)
-                                                      for k in keys}}
-    atomic_write_json(docs / "reference.json", summary)
+        budgets[str(e)] = {"runs": entries,
+                           "pass_counts": {k: sum(r["items"].get(k, {}).get("pass", False) for r in entries)
+                                           for k in keys}}
+    return budgets
+
+
+# --------------------------------------------------------------------------------------------
+# unquantized: the production config without its quantizer, judged like it (same seeds, same budgets)
+
+
+def unquantized_run_name(epochs: int, seed: int) -> str:
+    return f"stable_production-no-vq-{epochs}ep-seed{seed}"
+
+
+def stage_unquantized(workers: int = 2, seeds: tuple[int, ...] = REFERENCE_SEEDS, epochs: tuple[int, ...] | None = None,
+                      config: Path = PRODUCTION_CONFIG, overrides: tuple[str, ...] = (), docs: Path = DOCS,
+                      runs: Path = RUNS) -> dict:
+    """configs/stable_production.yaml with `vq.enabled=false`: the winner's own aggregator, loss
+    weights and schedule without the codebook, trained with the verification's seeds for each
+    budget (the main search's and the production length), then summarised: the control that prices
+    the quantizer itself, where the seed's no-VQ reference (stage reference) also differs in its
+    aggregator and loss weights."""
+    if not config.is_file():
+        raise SystemExit(f"{config} is missing: run `{command('main')}` first")
+    epochs = epochs or reference_epochs()
+    jobs = [(config, unquantized_run_name(e, s), runs / "unquantized",
+             [f"seed={s}", f"training.epochs={e}", "training.num_threads=1", "vq.enabled=false", *overrides])
+            for e in epochs for s in seeds]
+    for run in _run_many(jobs, workers):
+        if run.error:
+            print(f"{run.name} failed:\n{run.error}", file=sys.stderr)
+    return summarise_unquantized(seeds, epochs, config, docs, runs)
+
+
+def summarise_unquantized(seeds: tuple[int, ...] = REFERENCE_SEEDS, epochs: tuple[int, ...] | None = None,
+                          config: Path = PRODUCTION_CONFIG, docs: Path = DOCS, runs: Path = RUNS) -> dict:
+    """docs/study/unquantized.json: as reference.json, for the production config without its quantizer."""
+    epochs = epochs or reference_epochs()
+    summary = {"command": command("unquantized"),
+               "config": str(config.relative_to(ROOT) if config.is_relative_to(ROOT) else config),
+               "overrides": ["vq.enabled=false"], "seeds": list(seeds),
+               "budgets": _no_codebook_budgets(lambda e, s: runs / "unquantized" / unquantized_run_name(e, s),
+                                               seeds, epochs)}
+    atomic_write_json(docs / "unquantized.json", summary)
     return summary
 
 
@@ -755,6 +810,7 @@ def summarise_fixes(epochs: int = FIXES_EPOCHS, seeds: tuple[int, ...] = FIXES_S
 
 STAGES = {"collapse": stage_collapse, "confirm": stage_confirm, "calibrate": stage_calibrate,
           "rankcorr": stage_rankcorr, "main": stage_main, "reference": stage_reference,
+          "unquantized": stage_unquantized,
           "production": stage_production, "fixes": stage_fixes, "searches": stage_searches}
 
 

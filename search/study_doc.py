@@ -250,8 +250,14 @@ def section_part2() -> list[str]:
             "rescue at the seed's settings; what the seed's sixth run does fail here (section 2's table) is what "
             "the search must fix.", "",
             "The main command's space (`spaces/vq_gentle.yaml`) searches, besides the seed's six VQ knobs, the "
-            "context aggregator (the seed's Phase 2) and the relational loss weights (its Phase 3): the first epoch's "
-            "gradient norms, which the VQ knobs do not move, scale with those weights. A run's own val loss is its "
+            "context aggregator over the ordered context, attention or a GRU (the seed's Phase 2; its checklist asks "
+            "for aggregation that preserves sequential information, which mean pooling does not), the codebook's "
+            "initialisation, random or k-means (section 8: the one codebook change that keeps usage up from the "
+            "first epoch without an early refresh), and the relational loss weights (its Phase 3): the first epoch's "
+            "gradient norms, which the VQ knobs do not move, scale with those weights. Every trial trains with a "
+            "cosine learning-rate schedule over its epochs (the space's `set:`; model/train.py: learning_rate), and "
+            "so do the production config and the no-VQ reference of sections 6 and 7; Part 1's runs, the calibration "
+            "included, and sections 8 and 9 trained at a constant learning rate. A run's own val loss is its "
             "weighted total, which a smaller weight shrinks without any better prediction, so the final val-loss "
             "item judges `val/loss_reference`, the same predictions scored with the fixed weights of the seed's "
             "sixth run (model/jepa.py: REFERENCE_WEIGHTS), the weights the bar was calibrated with. Every run of "
@@ -275,31 +281,51 @@ def _schedule_text(schedule: dict) -> str:
     return " and the main space's learning-rate schedule (" + ", ".join(f"{k}={v}" for k, v in schedule.items()) + ")"
 
 
-def reference_table(ref: dict | None, epochs: int) -> list[str]:
-    """The no-VQ reference trained with the same fresh seeds for `epochs`, item by item, and which
-    items it fails itself in some seed (docs/study/reference.json)."""
-    budget = (ref or {}).get("budgets", {}).get(str(epochs))
-    if not budget:
-        return not_run("reference")
-    runs = [r for r in budget["runs"] if r["items"]]
+def _no_codebook_table(summary: dict | None, epochs: int, stage: str, intro: str, column: str,
+                       verdict: str) -> list[str]:
+    """A control without a codebook (reference.json, unquantized.json) at one budget: the intro,
+    its runs item by item, and which items it fails in some seed."""
+    budget = (summary or {}).get("budgets", {}).get(str(epochs))
+    runs = [r for r in (budget or {}).get("runs", []) if r["items"]]
     if not runs:
-        return not_run("reference")
+        return not_run(stage)
     keys = list(runs[0]["items"])
     labels = {k: v["label"] for k, v in runs[0]["items"].items()}
-    lines = [f"The no-VQ reference under the same protocol: `{ref['command']}` trains `{ref['config']}` (no "
-             f"quantizer, the reference loss weights; the run the bars are calibrated on, there with seeds "
-             f"{list(CONFIRM_SEEDS)} over {CONFIRM_EPOCHS} epochs) with the same fresh seeds for {epochs} epochs"
-             f"{_schedule_text(ref.get('schedule') or {})} (the usage item does not apply: no codebook):", ""]
-    lines += _item_table([(f"no-VQ seed {r['seed']} ({r['status']}, {r['epochs']} ep)", r["items"]) for r in runs],
+    lines = [intro, ""]
+    lines += _item_table([(f"{column} seed {r['seed']} ({r['status']}, {r['epochs']} ep)", r["items"]) for r in runs],
                          keys, labels)
     n = len(runs)
     failing = [f"{labels[k]} ({c}/{n})" for k, c in budget["pass_counts"].items() if c < n]
-    lines += ["", "**The reference itself** " + ("passes every item in every seed." if not failing else
-                                                  "does not pass, in every seed: " + "; ".join(failing) + "."), ""]
+    lines += ["", f"**{verdict}** " + ("passes every item in every seed." if not failing else
+                                      "does not pass, in every seed: " + "; ".join(failing) + "."), ""]
     return lines
 
 
-def section_main(s: dict | None, ref: dict | None = None) -> list[str]:
+def reference_table(ref: dict | None, epochs: int) -> list[str]:
+    """The no-VQ reference trained with the same fresh seeds for `epochs`, item by item, and which
+    items it fails itself in some seed (docs/study/reference.json)."""
+    if not ref:
+        return not_run("reference")
+    intro = (f"The no-VQ reference under the same protocol: `{ref['command']}` trains `{ref['config']}` (no "
+             f"quantizer, mean pooling, the reference loss weights; the run the bars are calibrated on, there with "
+             f"seeds {list(CONFIRM_SEEDS)} over {CONFIRM_EPOCHS} epochs) with the same fresh seeds for {epochs} epochs"
+             f"{_schedule_text(ref.get('schedule') or {})} (the usage item does not apply: no codebook):")
+    return _no_codebook_table(ref, epochs, "reference", intro, "no-VQ", "The reference itself")
+
+
+def unquantized_table(unq: dict | None, epochs: int) -> list[str]:
+    """The production config without its quantizer, same seeds and budget (docs/study/unquantized.json):
+    the winner's own architecture, loss weights and schedule, so it prices the codebook itself."""
+    if not unq:
+        return not_run("unquantized")
+    intro = (f"The winner without its quantizer: `{unq['command']}` trains `{unq['config']}` with "
+             f"{', '.join(f'`{o}`' for o in unq['overrides'])} (the same aggregator, loss weights and learning-rate "
+             f"schedule, no codebook) with the same fresh seeds for {epochs} epochs. Set seed by seed against the "
+             "quantized runs above, it prices the codebook itself:")
+    return _no_codebook_table(unq, epochs, "unquantized", intro, "unquantized", "Without its quantizer, the winner")
+
+
+def section_main(s: dict | None, ref: dict | None = None, unq: dict | None = None) -> list[str]:
     lines = ["## 6. The README's main command", ""]
     if s is None:
         return lines + not_run("main")
@@ -307,7 +333,7 @@ def section_main(s: dict | None, ref: dict | None = None) -> list[str]:
               f"`python scripts/verify.py {s['experiment']} --seeds 3 --top 1` retrains the winner with fresh seeds, "
               "and writes `configs/stable_production.yaml` from it. " + _statuses(s), ""]
     return (lines + _search_body(s, "The main command's winner", "main") + _yardstick_table(s)
-            + reference_table(ref, s["budget"]["max_epochs"]))
+            + reference_table(ref, s["budget"]["max_epochs"]) + unquantized_table(unq, s["budget"]["max_epochs"]))
 
 
 def _yardstick_table(s: dict) -> list[str]:
@@ -430,7 +456,7 @@ def _groups_table(s: dict) -> list[str]:
     return lines + [""]
 
 
-def section_production(s: dict | None, ref: dict | None = None) -> list[str]:
+def section_production(s: dict | None, ref: dict | None = None, unq: dict | None = None) -> list[str]:
     lines = ["## 7. The production config over 80 epochs", ""]
     if s is None:
         return lines + not_run("production")
@@ -463,7 +489,7 @@ def section_production(s: dict | None, ref: dict | None = None) -> list[str]:
         lines += _grad_after_first_epoch([r["grad_after_epoch1"] for r in runs if "grad_after_epoch1" in r]
                                          if grad_failed else [])
     lines += ["![production](study/production.png)", ""]
-    return lines + reference_table(ref, s["epochs"])
+    return lines + reference_table(ref, s["epochs"]) + unquantized_table(unq, s["epochs"])
 
 
 def _pm(stat: dict, pattern: str = "{:.3g}") -> str:
@@ -528,9 +554,9 @@ def write_study_doc(docs: Path = DOCS, out: Path = OUT) -> Path:
              + section_calibrate(_load("calibrate", docs)) + section_rankcorr(_load("rankcorr", docs))
              + section_codes())
     # the interpretation, written by hand, no figures (they live in the tables): part 1, then part 2
-    ref = _load("reference", docs)
-    for notes, extra in ((docs / "notes.md", section_part2() + section_main(_load("main", docs), ref)
-                          + section_production(_load("production", docs), ref) + section_fixes(_load("fixes", docs))
+    ref, unq = _load("reference", docs), _load("unquantized", docs)
+    for notes, extra in ((docs / "notes.md", section_part2() + section_main(_load("main", docs), ref, unq)
+                          + section_production(_load("production", docs), ref, unq) + section_fixes(_load("fixes", docs))
                           + section_searches(_load("searches", docs))),
                          (docs / "notes_part2.md", [])):
         if notes.is_file():

@@ -172,3 +172,27 @@ def test_the_reference_stage_judges_the_no_vq_run_like_the_winner(tmp_path):
     text = "\n".join(reference_table(ref, 2))
     assert "no-VQ seed 1000 (completed, 2 ep)" in text and "usage > 15%" not in text
     assert "Not run yet" in "\n".join(reference_table(ref, 80))
+
+
+def test_the_unquantized_stage_is_the_production_config_without_its_codebook(tmp_path):
+    """stage_unquantized: configs/stable_production.yaml with vq.enabled=false (real trainer, tiny
+    data), everything else the production config's; judged like the reference, its table in the doc."""
+    from search.study_doc import unquantized_table
+
+    docs, runs = tmp_path / "docs", tmp_path / "runs"
+    unq = study.stage_unquantized(workers=1, seeds=(1000,), epochs=(2,), overrides=TINY, docs=docs, runs=runs)
+    run_dir = runs / "unquantized" / study.unquantized_run_name(2, 1000)
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    production = yaml.safe_load(study.PRODUCTION_CONFIG.read_text())
+    assert resolved["vq"]["enabled"] is False and production["vq"]["enabled"] is True
+    for section in ("model", "relational_loss", "loss"):
+        assert resolved[section] == production[section]
+    assert resolved["training"]["lr_schedule"] == production["training"]["lr_schedule"]
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and math.isnan(rows[-1]["codebook/usage"])
+    budget = unq["budgets"]["2"]
+    assert [r["seed"] for r in budget["runs"]] == [1000] and "usage_throughout" not in budget["pass_counts"]
+    assert json.loads((docs / "unquantized.json").read_text()) == json.loads(json.dumps(unq))
+    text = "\n".join(unquantized_table(unq, 2))
+    assert "`vq.enabled=false`" in text and "unquantized seed 1000 (completed, 2 ep)" in text
+    assert "Not run yet: `python scripts/study.py unquantized`" in "\n".join(unquantized_table(None, 2))

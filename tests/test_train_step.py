@@ -112,3 +112,15 @@ def test_a_cosine_run_ends_at_the_final_lr_and_warmup_must_end_before_the_run(tm
     assert history[1]["train/lr"] == pytest.approx(0.1 * cfg.training.lr)  # the run's last step
     with pytest.raises(ConfigError, match=r"training: warmup_epochs \(2.0\) must be < epochs"):
         load_config(ROOT / "configs" / "sixth_run.yaml", ["training.epochs=2", "training.warmup_epochs=2"])
+
+
+def test_patience_ends_a_run_early_but_a_run_that_reaches_its_last_epoch_is_completed(tmp_path):
+    """min_delta far above any improvement: epoch 1 is the only new best, so patience 1 runs out at
+    epoch 2, which ends a 3-epoch run early and is simply the end of a 2-epoch one."""
+    from model.train import train
+
+    base = ["data.max_tasks=20", "training.early_stopping.patience=1", "training.early_stopping.min_delta=1e9"]
+    for epochs, status in ((3, "early_stopped"), (2, "completed")):
+        cfg = load_config(ROOT / "configs" / "sixth_run.yaml", [*base, f"training.epochs={epochs}"])
+        result = train(cfg, tmp_path / f"run{epochs}", log=lambda _: None)
+        assert (result.status, result.epochs) == (status, 2)
