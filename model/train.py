@@ -8,8 +8,9 @@
     run_dir/timing.json        this process's start-up, as wall-clock times (time.time()): called,
                                data_ready, model_ready, first_step (written after its first epoch)
 
-Per-epoch keys: epoch, step, train/loss, train/lr (the epoch's last step's learning rate), val/loss, val/loss_reference (the val loss under the fixed
-REFERENCE_WEIGHTS of model/jepa.py, comparable across configs whose loss weights differ), loss/infonce, loss/sigreg, loss/relational,
+Per-epoch keys: epoch, step, train/loss, train/lr (the epoch's last step's learning rate),
+val/loss, val/loss_reference (the val loss under the fixed REFERENCE_WEIGHTS of model/jepa.py,
+comparable across configs whose loss weights differ), loss/infonce, loss/sigreg, loss/relational,
 loss/vq, codebook/usage, codebook/perplexity, codebook/refreshed, rank/context, rank/target,
 isotropy/context, isotropy/target, grad/norm_mean, grad/norm_max, temperature, time/epoch_s,
 time/train_s (inside training steps: batch building, forward, backward, optimiser, EMA, refresh),
