@@ -646,9 +646,9 @@ def main_schedule() -> dict:
 
 
 def reference_run_name(epochs: int, seed: int, schedule: dict) -> str:
-    """A reference run's folder: the schedule is in the name, so runs of another schedule are never reused."""
-    kind = schedule.get("training.lr_schedule", "constant")
-    return f"{REFERENCE_CONFIG}-{epochs}ep-seed{seed}" + ("" if kind == "constant" else f"-{kind}")
+    """A reference run's folder: every schedule setting the main space fixes is in the name
+    ("-cosine", "-cosine-2"), so runs of another schedule are never reused."""
+    return f"{REFERENCE_CONFIG}-{epochs}ep-seed{seed}" + "".join(f"-{v}" for v in schedule.values())
 
 
 def stage_reference(workers: int = 2, seeds: tuple[int, ...] = REFERENCE_SEEDS, epochs: tuple[int, ...] | None = None,
