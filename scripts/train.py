@@ -4,8 +4,8 @@
     python scripts/train.py configs/sixth_run.yaml [--set vq.commitment_cost=0.15 ...]
                             [--name NAME] [--results DIR] [--resume]
 
-Writes results/runs/<name>/ (config.yaml, command.txt, metrics.jsonl, tb/, checkpoint/,
-status.json). Without --name, a run whose folder exists gets a fresh name (<name>-2, -3, ...), so
+Writes results/runs/<name>/ (config.yaml, command.txt, versions.json, metrics.jsonl, tb/,
+checkpoint/, status.json). Without --name, a run whose folder exists gets a fresh name (<name>-2, -3, ...), so
 the same command works every time; --name NAME --resume continues one. Exit status: 0 completed
 or early-stopped, 1 diverged, 2 bad input.
 """
@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "command.txt",
                       f"# as invoked\n{invoked}\n# standalone, from the resolved config\n{standalone}\n")
+    from search.versions import record
+
+    record(run_dir)
     print(f"run: {run_dir}")
     result = train(cfg, run_dir)
     print(f"status: {result.status} after {result.epochs} epochs; metrics: {run_dir / 'metrics.jsonl'}")

@@ -6,8 +6,9 @@
 Each of the top trials (by final score) is retrained from its own resolved config for its full
 epochs (or --epochs) with seeds 1000, 1001, ... (never the search's), under
 results/<experiment>/verify/. Its metrics are on the held-out validation tasks, as in every run.
-Writes verify.json (mean, spread and pass rate of each checklist item per trial) and refreshes
-report.md, which then includes it.
+Writes verify.json (mean, spread and pass rate of each checklist item per trial, and the versions
+it ran with) and refreshes report.md, which then includes it. Says so when torch, ray, optuna or
+numpy differ from the experiment's versions.json.
 """
 
 from __future__ import annotations
@@ -50,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     from search.report import write_report
     from search.runs import train_subprocess
     from search.targets import read_judging
+    from search.versions import drift, installed
 
     judging = read_judging(exp_dir)
+    differs = drift(exp_dir)
+    for line in differs:
+        print(f"note: verifying with {line}: a difference from the search's figures may come from it too")
     trials = [t for t in read_trials(exp_dir) if math.isfinite(t.final("score")) and (t.path / "run" / "config.yaml").is_file()]
     trials = sorted(trials, key=lambda t: t.final("score"), reverse=judging.mode == "max")[: args.top]
     jobs = []
@@ -73,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             entry["passes"].append(bool(result["pass"]))
             entry["values"].append(float(result["value"]))
     report = {"command": shlex.join(["python", "scripts/verify.py", *(argv if argv is not None else sys.argv[1:])]),
-              "seeds": [SEED_BASE + i for i in range(args.seeds)], "targets": judging.targets.as_dict(), "trials": {}}
+              "seeds": [SEED_BASE + i for i in range(args.seeds)], "targets": judging.targets.as_dict(),
+              "versions": installed(), "versions_differ": differs, "trials": {}}
     for trial_id, items in summary.items():
         report["trials"][trial_id] = {
             item: {"pass_rate": sum(e["passes"]) / len(e["passes"]), "mean": statistics.fmean(e["values"]),

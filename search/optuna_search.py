@@ -38,6 +38,7 @@ from contextlib import closing
 from pathlib import Path
 
 import optuna
+from optuna.samplers._lazy_random_state import LazyRandomState  # the samplers' own random streams
 from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.experiment import Trial
@@ -46,22 +47,67 @@ from ray.tune.search.optuna import OptunaSearch
 
 
 class SamplerFactory:
-    """Picklable recipe for the study's sampler: kind and seed."""
+    """Picklable recipe for the study's sampler: its kind and seed, and how to carry its random
+    streams across a snapshot.
+
+    A live sampler is never pickled: NSGAIISampler holds a thread lock since Optuna 5.1 (and any
+    sampler may grow one), so the searcher's snapshot keeps the recipe plus the sampler's random
+    streams (`random_state`), and a restore builds a fresh sampler of the same kind and seed
+    and puts the streams back (`build`). The restored sampler then draws exactly what the
+    uninterrupted one would have drawn next; its caches are rebuilt from the study."""
+
+    KINDS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+             "nsga2": optuna.samplers.NSGAIISampler}
 
     def __init__(self, kind: str, seed: int):
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown sampler {kind!r} (allowed: {', '.join(self.KINDS)})")
         self.kind, self.seed = kind, seed
 
     def __call__(self) -> optuna.samplers.BaseSampler:
-        cls = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
-               "nsga2": optuna.samplers.NSGAIISampler}[self.kind]
-        return cls(seed=self.seed)
+        return self.KINDS[self.kind](seed=self.seed)
+
+    def build(self, streams: dict[str, LazyRandomState] | None = None) -> optuna.samplers.BaseSampler:
+        """A fresh sampler of this kind and seed, its random streams replaced by `streams`
+        (random_state's output, from a snapshot) when given."""
+        sampler = self()
+        for path, stream in (streams or {}).items():
+            *parents, leaf = path.split(".")
+            owner = sampler
+            for name in parents:
+                owner = getattr(owner, name)
+            setattr(owner, leaf, stream)
+        return sampler
+
+    @staticmethod
+    def random_state(sampler: optuna.samplers.BaseSampler) -> dict[str, LazyRandomState]:
+        """The sampler's random streams by attribute path ({"_rng": ..., "_random_sampler._rng": ...}):
+        every LazyRandomState on the sampler and on the sampler parts it holds (NSGA-II's strategies,
+        TPE's and NSGA-II's inner RandomSampler). Picklable; pickled together, streams two parts
+        share stay shared."""
+        found: dict[str, LazyRandomState] = {}
+
+        def walk(obj, prefix: str, depth: int) -> None:
+            for name, value in vars(obj).items():
+                if isinstance(value, LazyRandomState):
+                    found[prefix + name] = value
+                elif depth < 3 and type(value).__module__.startswith("optuna.samplers") and hasattr(value, "__dict__"):
+                    walk(value, f"{prefix}{name}.", depth + 1)
+
+        walk(sampler, "", 0)
+        return found
 
 
 SNAPSHOT_KEY = "_study_sqlite"  # the study's SQLite file, in the searcher's snapshot
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
+    # Live objects the pickled state never holds (a sampler may hold a thread lock): rebuilt on
+    # unpickling from the sampler recipe, the sampler's random streams and the study's storage.
+    _LIVE = ("_sampler", "_ot_study", "_ot_trials")
+
     def __init__(self, *args, sampler_factory: SamplerFactory, **kwargs):
+        self._sampler_factory = sampler_factory
         super().__init__(*args, sampler=sampler_factory(), **kwargs)
         self._rerun: list[int] = []  # study trials lost by Ray while RUNNING: the next new trials run them
 
@@ -72,14 +118,46 @@ class PruningAwareOptunaSearch(OptunaSearch):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._ot_study.set_metric_names(names)
 
+    # ---- pickling: Tuner's tuner.pkl pickles the searcher; Ray's snapshots pickle its state (save)
+
+    def _portable_state(self) -> dict:
+        """Everything but the live objects: the study trials as ids, the sampler as its streams."""
+        state = {k: v for k, v in self.__dict__.items() if k not in self._LIVE}
+        state["_ot_trial_ids"] = {rid: t._trial_id for rid, t in self._ot_trials.items()}
+        state["_sampler_streams"] = SamplerFactory.random_state(self._sampler)
+        return state
+
+    def _revive(self, state: dict) -> None:
+        """The inverse of _portable_state: a fresh sampler of the recipe's kind and seed with the
+        saved streams, the study loaded from its storage, the study trials re-attached by id."""
+        state = dict(state)
+        if "_ot_trials" in state:  # a snapshot from before this format: live sampler and study in it
+            state["_ot_trial_ids"] = {rid: t._trial_id for rid, t in state["_ot_trials"].items()}
+            state["_sampler_streams"] = SamplerFactory.random_state(state["_sampler"])
+            kind = next(k for k, cls in SamplerFactory.KINDS.items() if isinstance(state["_sampler"], cls))
+            state.setdefault("_sampler_factory", SamplerFactory(kind, self._sampler_factory.seed))
+            state = {k: v for k, v in state.items() if k not in self._LIVE}
+        trial_ids, streams = state.pop("_ot_trial_ids"), state.pop("_sampler_streams")
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_rerun", [])
+        self._sampler = self._sampler_factory.build(streams)
+        self._setup_study(self._mode)  # loads the study (load_if_exists) with the rebuilt sampler
+        self._ot_trials = {rid: optuna.trial.Trial(self._ot_study, tid) for rid, tid in trial_ids.items()}
+
+    def __getstate__(self) -> dict:
+        return self._portable_state()
+
+    def __setstate__(self, state: dict) -> None:
+        self._revive(state)
+
     def _sqlite_file(self) -> Path | None:
         """The study's SQLite file (relative to the working directory if its URL is), or None."""
         url = getattr(self._storage, "url", None)
         return Path(url.removeprefix("sqlite:///")) if isinstance(url, str) and url.startswith("sqlite:///") else None
 
     def save(self, checkpoint_path: str) -> None:
-        """Ray's snapshot of the searcher (OptunaSearch.save: the pickled __dict__), plus the study."""
-        state = self.__dict__.copy()
+        """Ray's snapshot of the searcher: its portable state, plus the study's SQLite file."""
+        state = self._portable_state()
         db = self._sqlite_file()
         if db is not None and db.is_file():
             with closing(sqlite3.connect(db)) as conn:
@@ -88,15 +166,18 @@ class PruningAwareOptunaSearch(OptunaSearch):
             pickle.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        super().restore(checkpoint_path)
-        self.__dict__.setdefault("_rerun", [])  # a snapshot from before the rerun queue existed
-        snapshot = self.__dict__.pop(SNAPSHOT_KEY, None)
+        """Put the snapshot's study file back first, then rebuild the live objects on it."""
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        snapshot = state.pop(SNAPSHOT_KEY, None)
+        self._storage = state.get("_storage", self._storage)
         db = self._sqlite_file()
         if snapshot is not None and db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
             with closing(sqlite3.connect(":memory:")) as source, closing(sqlite3.connect(db)) as target:
                 source.deserialize(snapshot)
                 source.backup(target)  # replaces the file's content under SQLite's own locking
+        self._revive(state)
 
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._ot_trials and self._rerun:  # a lost trial's parameters, run again

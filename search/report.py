@@ -9,7 +9,7 @@
     pareto.png        multi-objective searches: the Pareto front of usage, context rank, val loss
     report.md         the plots, a table of the top trials with their parameters and the seed's
                       checklist (pass/fail per item), the verification (scripts/verify.py) when it
-                      exists, the reproduce command and the versions of torch, ray and optuna
+                      exists, the reproduce command and the versions it ran with (versions.json)
 
 Everything is read from the experiment folder (search/export.py), so the report can be made
 for a running, finished or interrupted search.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-from importlib.metadata import version
 from pathlib import Path
 
 import matplotlib
@@ -34,6 +33,7 @@ from search.checklist import evaluate_checklist, format_item, verdict  # noqa: E
 from search.export import TrialRecord, read_jsonl, read_trials  # noqa: E402
 from search.score import items_passed  # noqa: E402
 from search.targets import SEED, Targets, read_judging  # noqa: E402
+from search.versions import drift, recorded  # noqa: E402
 
 CURVES = [("score", "score (items passed + margin)"), ("codebook/usage", "codebook usage"), ("rank/context", "context rank"),
           ("rank/target", "target rank"), ("val/loss_reference", "val loss (reference weights)")]
@@ -296,8 +296,11 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
     if verify.is_file():
         lines += ["", "## Verification (fresh seeds, full epochs)", "", *_verify_lines(json.loads(verify.read_text()))]
     command = (exp_dir / "command.txt").read_text().strip() if (exp_dir / "command.txt").is_file() else "(unknown)"
+    ran_with = recorded(exp_dir)
     lines += ["", "## Reproduce", "", "```", command, "```", "",
-              ", ".join(f"{name} {version(name)}" for name in ("torch", "ray", "optuna")) + ".", ""]  # no torch import
+              ("Ran with " + ", ".join(f"{name} {v}" for name, v in ran_with.items()) + " (versions.json)."
+               if ran_with else "The versions it ran with were not recorded (an experiment from before versions.json).")]
+    lines += [f"Installed now: {line}." for line in drift(exp_dir)] + [""]
     path = exp_dir / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
@@ -309,8 +312,10 @@ def _planned_epochs(t: TrialRecord) -> int:
 
 
 def _verify_lines(v: dict) -> list[str]:
-    lines = [f"Command: `{v.get('command', '')}`; seeds {v.get('seeds')}.", "",
-             "| trial | item | pass rate | mean | std |", "|---|---|---|---|---|"]
+    lines = [f"Command: `{v.get('command', '')}`; seeds {v.get('seeds')}.", ""]
+    if v.get("versions_differ"):
+        lines += ["Verified with other versions than the search ran with: " + "; ".join(v["versions_differ"]) + ".", ""]
+    lines += ["| trial | item | pass rate | mean | std |", "|---|---|---|---|---|"]
     for trial_id, items in v.get("trials", {}).items():
         for item, s in items.items():
             lines.append(f"| `{trial_id}` | {item} | {s['pass_rate']:.0%} | {s['mean']:.4g} | {s['std']:.3g} |")

@@ -5,6 +5,7 @@
                                         checkpoints, run/ (the trainer's own outputs and tb/)
         study.db                        the Optuna study (sqlite): optuna-dashboard, importances
         space.yaml, command.txt         the space as given and how to rerun/resume
+        versions.json                   torch, ray, optuna, numpy and Python it ran with (search/versions.py)
         best_config.yaml, best_trial.json, trials.csv    (search/export.py)
         report.md, curves.png, params.png, importance.png (search/report.py)
 """
@@ -38,6 +39,7 @@ from search.space import DefineByRun, LoadedSpace
 from search.storage import DRIVER_FILES, Location, download, set_aside, upload
 from search.targets import JUDGING_FILE, Judging, collapsed
 from search.trainable import WORKER_KEY, run_trial
+from search import versions
 
 # objective.multi_objective; val loss under the fixed REFERENCE_WEIGHTS (model/jepa.py), comparable across trials
 PARETO_METRICS = ["codebook/usage", "rank/context", "val/loss_reference"]
@@ -293,6 +295,8 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
             {"cpu": opts.cpu, "gpu": opts.gpu}))
         if opts.resume:
             download(location)  # a URI experiment: its trial folders, here (the study comes with Ray's snapshot)
+            for line in versions.drift(exp_dir):
+                print(f"note: resuming with {line}: later trials may not compare exactly with earlier ones")
             tuner = tune.Tuner.restore(location.ray_experiment_path, trainable=trainable, resume_errored=True)
         else:
             exp_dir.mkdir(parents=True)
@@ -302,7 +306,8 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
                 objective.collapse_patience).as_dict())
             atomic_write_text(exp_dir / "command.txt", f"# as invoked\n{opts.command}\n# resume\n"
                               f"{opts.command} --resume\n")
-            upload(location, ["space.yaml", JUDGING_FILE, "command.txt"])  # a URI experiment describes itself
+            versions.record(exp_dir)
+            upload(location, ["space.yaml", JUDGING_FILE, "command.txt", versions.VERSIONS_FILE])  # it describes itself
             if objective.multi_objective:
                 sampler, metric, mode = SamplerFactory("nsga2", space.seed), PARETO_METRICS, PARETO_MODES
             else:
@@ -348,10 +353,11 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
                                                                       metric_columns=TABLE_COLUMNS,
                                                                       max_report_frequency=30),
                     verbose=1))
-        grid = tuner.fit()
+        tuner.fit()
         phases["trials_done"] = time.time()
-        # Ctrl-C makes fit() return early: fewer trials ended than the budget
-        interrupted = grid.num_terminated + grid.num_errors < opts.num_samples
+        # Ctrl-C makes fit() return early; Ray then marks the trials it stopped TERMINATED like
+        # finished ones, so whether the budget ran out is read from the study (study_finished)
+        interrupted = not study_finished(exp_dir, opts.num_samples)
     finally:
         ray.shutdown()
     phases["ray_stopped"] = time.time()
@@ -366,6 +372,14 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
     record_search_time(exp_dir, started, opts.resume, phases)
     upload(location, DRIVER_FILES)
     return best, interrupted
+
+
+def study_finished(exp_dir: Path, num_samples: int) -> bool:
+    """Has every trial of the budget ended? The study hears of each trial's end (COMPLETE, PRUNED
+    or FAIL, search/optuna_search.py); a trial Ray stopped on Ctrl-C stays RUNNING there."""
+    study = optuna.load_study(study_name=exp_dir.name, storage=f"sqlite:///{exp_dir / 'study.db'}")
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return len(states) >= num_samples and all(s.is_finished() for s in states)
 
 
 def study_trial_ids(exp_dir: Path) -> set[str]:

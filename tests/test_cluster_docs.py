@@ -42,6 +42,7 @@ def test_ray_up_cluster_yaml_validates_against_rays_schema():
     assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"  # one token on every node
     assert all("RAY_AUTH_MODE=token" in " ".join(config[k]) for k in ("head_start_ray_commands", "worker_start_ray_commands"))
     assert "pip install torch==2.13.0" in " ".join(config["setup_commands"])  # the README's pin
+    assert "pip install -c constraints.txt" in " ".join(config["setup_commands"])  # and its lock
     gpu = config["available_node_types"]["gpu_worker"]["node_config"]["InstanceType"]
     assert gpu.startswith("g")  # a GPU instance type
 
@@ -90,4 +91,5 @@ def test_dockerfile_uses_the_installed_ray_and_the_readmes_torch_pin():
     text = (ROOT / "deploy" / "Dockerfile").read_text()
     assert f"FROM rayproject/ray:{ray.__version__}-py311-gpu" in text
     assert "pip install --no-cache-dir torch==2.13.0" in text and "WORKDIR /app" in text
+    assert "-c /app/constraints.txt" in text  # the tested versions (the lock)
     assert "torch==2.13.0" in (ROOT / "README.md").read_text()

@@ -1,3 +1,5 @@
+import pickle
+
 import optuna
 from optuna.trial import TrialState
 
@@ -9,11 +11,63 @@ from search.optuna_search import BudgetedSearch, PruningAwareOptunaSearch, Sampl
 from search.space import DefineByRun, Param
 
 
-def make(tmp_path, name="s"):
+def make(tmp_path, name="s", kind="tpe"):
+    """A searcher on a study in tmp_path; NSGA-II as the runner uses it, on three objectives."""
     params = {"x": Param(dist="uniform", low=0.0, high=1.0), "k": Param(dist="categorical", choices=["a", "b"])}
-    return PruningAwareOptunaSearch(space=DefineByRun(params), metric="score", mode="max",
-                                    sampler_factory=SamplerFactory("tpe", 0), study_name=name,
+    metric, mode = (["u", "r", "l"], ["max", "max", "min"]) if kind == "nsga2" else ("score", "max")
+    return PruningAwareOptunaSearch(space=DefineByRun(params), metric=metric, mode=mode,
+                                    sampler_factory=SamplerFactory(kind, 0), study_name=name,
                                     storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}"))
+
+
+def finish(searcher, trial_id: str, value: float) -> None:
+    multi = isinstance(searcher.metric, list)
+    result = {"u": value, "r": 2 * value, "l": 1 - value} if multi else {"score": value}
+    searcher.on_trial_complete(trial_id, {**result, "epoch": 2, "trial/finished": 1.0})
+
+
+@pytest.mark.parametrize("kind", ["tpe", "random", "nsga2"])
+def test_the_searcher_pickles_without_a_live_sampler_and_resumes_the_same_draws(tmp_path, kind):
+    """Optuna 5.1's NSGAIISampler holds a thread lock: a pickled live sampler fails Tuner's
+    tuner.pkl. The searcher pickles its sampler as recipe + random streams, for every kind a
+    space may name, and both ways back (unpickled object, Ray's save/restore) draw on as the
+    uninterrupted searcher does, with the study attached."""
+    searcher = make(tmp_path, kind=kind)
+    for i in range(3):
+        searcher.suggest(f"t{i}")
+        finish(searcher, f"t{i}", 0.1 * (i + 1))
+    blob = pickle.dumps(searcher)  # Tuner(...) pickles the searcher into tuner.pkl
+    assert b"_thread.lock" not in blob and b"NSGAIISampler" not in blob and b"TPESampler" not in blob
+    searcher.save(str(tmp_path / "snapshot.pkl"))  # Ray's periodic snapshot
+
+    clone = pickle.loads(blob)
+    assert type(clone._ot_study.sampler) is SamplerFactory.KINDS[kind]
+    assert clone._sampler_factory.kind == kind and clone._sampler_factory.seed == 0
+    assert sorted(clone._ot_trials) == ["t0", "t1", "t2"]
+    assert [clone._ot_trials[f"t{i}"].number for i in range(3)] == [0, 1, 2]
+    expected = searcher.suggest("t3")  # the uninterrupted searcher's next draw ...
+    assert clone.suggest("t3-clone") == expected  # ... is the unpickled one's (same streams)
+
+    restored = make(tmp_path, kind=kind)  # as Tuner.restore builds it, then restores the snapshot
+    restored.restore(str(tmp_path / "snapshot.pkl"))
+    assert type(restored._ot_study.sampler) is SamplerFactory.KINDS[kind]
+    assert len(load(tmp_path).trials) == 3, "the study as the snapshot saw it"
+    assert restored.suggest("t3") == expected
+    finish(restored, "t3", 0.9)
+    assert restored._ot_study.trials[-1].state == TrialState.COMPLETE
+
+
+def test_a_snapshot_in_the_old_format_with_a_live_sampler_still_restores(tmp_path):
+    """Snapshots written before the recipe format held the live TPE sampler and the study."""
+    searcher = make(tmp_path)
+    searcher.suggest("t0")
+    finish(searcher, "t0", 0.5)
+    old = {k: v for k, v in searcher.__dict__.items() if k != "_sampler_factory"}
+    (tmp_path / "old.pkl").write_bytes(pickle.dumps(old))  # TPE pickles fine, as it did then
+    expected = searcher.suggest("t1")
+    restored = make(tmp_path)
+    restored.restore(str(tmp_path / "old.pkl"))
+    assert sorted(restored._ot_trials) == ["t0"] and restored.suggest("t1") == expected
 
 
 def load(tmp_path, name="s"):

@@ -48,8 +48,11 @@ def test_smoke_search_writes_every_output(smoke):
     assert "Checkpoint successfully created" not in proc.stdout + proc.stderr  # one line per epoch, gone ...
     assert any("Checkpoint successfully created" in p.read_text() for p in exp.glob("*/run/checkpoints.log"))
     for name in ("best_config.yaml", "best_trial.json", "trials.csv", "study.db", "tuner.pkl", "space.yaml",
-                 "command.txt", "search_time.json"):
+                 "command.txt", "search_time.json", "versions.json"):
         assert (exp / name).is_file(), name
+    from search.versions import installed
+
+    assert json.loads((exp / "versions.json").read_text()) == installed()  # what it ran with
     trials = ray_trials(exp)
     assert len(trials) == 4
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
@@ -239,14 +242,22 @@ def test_report_matches_the_stored_metrics(smoke):
         assert cells[-1] == f"{sum(v['pass'] for v in evaluate_checklist(history, 2, SEED).values())}/8"
     header = next(line for line in top.splitlines() if line.startswith("| trial"))
     assert "usage > 15% every epoch" in header  # columns say what they judge
-    assert "torch " in text and "ray " in text and "optuna " in text and "scripts/search.py" in text
+    assert "Ran with python " in text and "torch " in text and "optuna " in text and "scripts/search.py" in text
 
 
-def test_verify_retrains_the_best_with_fresh_seeds(smoke):
+def test_verify_retrains_the_best_with_fresh_seeds_and_says_when_versions_differ(smoke, tmp_path):
     _, exp = smoke
-    proc = run_script("scripts/verify.py", str(exp), "--seeds", "2", "--top", "1", "--epochs", "1", timeout=600)
+    recorded = json.loads((exp / "versions.json").read_text())
+    (exp / "versions.json").write_text(json.dumps({**recorded, "optuna": "4.0.0"}))  # as if searched then
+    try:
+        proc = run_script("scripts/verify.py", str(exp), "--seeds", "2", "--top", "1", "--epochs", "1", timeout=600)
+    finally:
+        (exp / "versions.json").write_text(json.dumps(recorded))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"note: verifying with optuna {recorded['optuna']} here, 4.0.0 when the experiment ran" in proc.stdout
     verify = json.loads((exp / "verify.json").read_text())
+    assert verify["versions"] == recorded and len(verify["versions_differ"]) == 1
+    assert "Verified with other versions than the search ran with: optuna" in (exp / "report.md").read_text()
     (trial_id, items) = next(iter(verify["trials"].items()))
     assert verify["seeds"] == [1000, 1001]
     assert len(items["final_val_loss"]["values"]) == 2
@@ -258,15 +269,40 @@ def test_verify_retrains_the_best_with_fresh_seeds(smoke):
     assert "## Verification" in (exp / "report.md").read_text()
 
 
-def test_multi_objective_search_reports_the_pareto_front(tmp_path):
+def test_multi_objective_search_survives_ctrl_c_resumes_and_reports_the_pareto_front(tmp_path):
+    """NSGA-II (whose sampler holds a thread lock in Optuna 5.1) end to end: started, stopped by
+    Ctrl-C once a trial has ended, resumed with --resume to the full budget, reported."""
+    import signal
+    import time
+
     space = tmp_path / "space.yaml"
     text = (ROOT / "spaces" / "smoke.yaml").read_text().replace("../configs/", f"{ROOT}/configs/")
     space.write_text(text + "objective: {multi_objective: true}\n")
-    proc = run_script("scripts/search.py", str(space), "--storage", str(tmp_path), "--name", "pareto", timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    command = [sys.executable, "scripts/search.py", str(space), "--storage", str(tmp_path), "--name", "pareto"]
     exp = tmp_path / "pareto"
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not (exp / "trials.csv").is_file() or not any(
+                r["status"] in ("completed", "stopped") for r in csv.DictReader((exp / "trials.csv").open())):
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        output = proc.communicate(timeout=180)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "Traceback" not in output and "pickle" not in output, output[-3000:]
+    if proc.returncode == 130:  # stopped before the budget: resume it (it may have just finished)
+        resumed = run_script(*command[1:], "--resume", timeout=600)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert "Resumed: " in resumed.stdout
+    else:
+        assert proc.returncode == 0, output[-3000:]
     study = optuna.load_study(study_name="pareto", storage=f"sqlite:///{exp / 'study.db'}")
     assert len(study.directions) == 3 and len(study.trials) == 4
+    assert optuna.trial.TrialState.RUNNING not in [t.state for t in study.trials]
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     for t in complete:  # the values are the trial's last-epoch metrics
         (result,) = [json.loads(x) for x in (exp / f"trial_{t.user_attrs['ray_trial_id']}" / "result.json")

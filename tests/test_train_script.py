@@ -20,7 +20,7 @@ def test_one_epoch_writes_every_key_then_resumes(results):
     proc = run_script("scripts/train.py", "configs/sixth_run.yaml", *SMALL, "--results", str(results))
     assert proc.returncode == 0, proc.stderr
     run_dir = results / "sixth_run"
-    for name in ("config.yaml", "command.txt", "metrics.jsonl", "status.json", "checkpoint/state.pt"):
+    for name in ("config.yaml", "command.txt", "versions.json", "metrics.jsonl", "status.json", "checkpoint/state.pt"):
         assert (run_dir / name).is_file(), name
     assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tb").iterdir())
     (m,) = read_metrics(run_dir)
