@@ -85,6 +85,12 @@ class ModelConfig(_Section):
         description="How the k context grid embeddings become one (model/aggregators.py): mean "
         "(order-blind, the seed's baseline), last (the most recent grid), attention (learned "
         "pooling with position embeddings), gru (a GRU over the sequence).")
+    encoder_layout: Literal["packed", "buckets", "padded"] = Field(
+        default="packed",
+        description="How the encoder lays out a batch's grids (model/encoder.py); the same function, up to float "
+        "summation order (tested), at different speeds: packed (the batch's real tokens back to back, one "
+        "pass), buckets (the layout before packing: one pass per length bucket), padded (every grid at "
+        "1 + max_objects slots). Not a hyperparameter: bench/train_throughput.py compares them.")
     final_norm: bool = Field(
         default=True,
         description="LayerNorm on the encoder's output tokens, i.e. before the quantizer. false: the "

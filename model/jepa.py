@@ -1,18 +1,20 @@
 """JEPA over ARC grids with an optional VQ bottleneck on the context objects.
 
-    context grids [B, k]  --context encoder-->  object embeddings [B*k, N, D]
-                          --quantizer (real tokens only)-->  codes [B*k, N, D]
-                          --masked mean over objects-->  grid embeddings [B, k, D]
+    context grids [B, k]  --context encoder-->  real object tokens [M, D]
+                          --quantizer-->  codes [M, D]
+                          --mean over each grid's objects-->  grid embeddings [B, k, D]
                           --aggregator-->  context [B, D]  --predictor-->  pred [B, D]
-    target grid [B]       --target encoder (EMA, no grad)-->  masked mean  -->  target [B, D]
+    context and target grids [B*k + B] --target encoder (EMA, no grad)-->  mean per grid
+                          -->  target [B, D] (the target grids), teacher [B*k, D] (the context grids)
 
     loss = InfoNCE(pred, target; tau) + w_sig * SIGReg(grid embeddings before VQ)
-         + w_rel * RM(pred, target) + w_self * RM(context grid embeddings, EMA-encoded context)
+         + w_rel * RM(pred, target) + w_self * RM(context grid embeddings, teacher)
          + L_vq
 
 with tau = exp(log_tau) clamped to [temperature_min, temperature_max] and RM the relation
 matching of model/losses.py. Assran et al. 2023 (I-JEPA) for the EMA target encoder and its
-momentum schedule.
+momentum schedule. The EMA encoder runs once a step over the context and target grids together
+(one packed pass, model/packing.py): the teacher side of the context-self term and the target.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from torch import nn
 
 from model.aggregators import build_aggregator
 from model.data import Batch
-from model.encoder import ObjectEncoder, masked_mean
+from model.encoder import ObjectEncoder
 from model.losses import info_nce, random_directions, relation_matching, sigreg
+from model.packing import segment_mean
 
 
 @dataclass
@@ -36,16 +39,18 @@ class JEPAOutput:
     target: torch.Tensor  # [B, D] EMA target embedding (no grad)
     context: torch.Tensor  # [B, D] aggregated context
     grids: torch.Tensor  # [B, k, D] per-grid context embeddings before the quantizer
-    indices: torch.Tensor | None  # [M] codes of the real context tokens (None without VQ)
+    teacher: torch.Tensor  # [B, k, D] EMA-encoded context grids (no grad), for the context-self term
+    indices: torch.Tensor | None  # [M] codes of the real context tokens, in grid order (None without VQ)
     vq_loss: torch.Tensor  # scalar (0 without VQ)
 
 
 class JEPA(nn.Module):
     def __init__(self, dim: int, depth: int, heads: int, predictor_hidden: int, aggregator: str,
                  context_length: int, quantizer: nn.Module | None, temperature_init: float,
-                 temperature_min: float, temperature_max: float, final_norm: bool = True):
+                 temperature_min: float, temperature_max: float, final_norm: bool = True,
+                 encoder_layout: str = "packed"):
         super().__init__()
-        self.context_encoder = ObjectEncoder(dim, depth, heads, final_norm=final_norm)
+        self.context_encoder = ObjectEncoder(dim, depth, heads, final_norm=final_norm, layout=encoder_layout)
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
         self.quantizer = quantizer
         self.aggregator = build_aggregator(aggregator, dim, context_length)
@@ -60,34 +65,35 @@ class JEPA(nn.Module):
 
     def encode_context(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """-> grids before VQ [B, k, D], context [B, D], codes [M] or None, vq loss."""
-        b, k, n, f = batch.context_features.shape
-        mask = batch.context_mask.reshape(b * k, n)  # [B*k, N]
-        tokens = self.context_encoder(batch.context_features.reshape(b * k, n, f),
-                                      batch.context_colours.reshape(b * k, n), mask)  # [B*k, N, D]
-        grids = masked_mean(tokens, mask).view(b, k, -1)  # [B, k, D]
+        b, k, packing = batch.size, batch.context_length, batch.context_packing  # the B*k context grids
+        m = packing.num_tokens  # their tokens come first in the batch
+        tokens = self.context_encoder(batch.features[:m], batch.colours[:m], packing)  # [M, D]
+        grids = segment_mean(tokens, packing).view(b, k, -1)  # [B, k, D]
         indices, vq_loss = None, tokens.new_zeros(())
         if self.quantizer is not None:
-            out = self.quantizer(tokens[mask])  # real tokens only: [M, D]
-            tokens = tokens.masked_scatter(mask.unsqueeze(-1), out.quantized)
-            indices, vq_loss = out.indices, out.loss
-        pooled = masked_mean(tokens, mask).view(b, k, -1)  # [B, k, D]
+            out = self.quantizer(tokens)  # [M, D]
+            tokens, indices, vq_loss = out.quantized, out.indices, out.loss
+        pooled = segment_mean(tokens, packing).view(b, k, -1)  # [B, k, D]
         return grids, self.aggregator(pooled), indices, vq_loss
 
     @torch.no_grad()
-    def encode_target(self, features: torch.Tensor, colours: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """EMA encoder, pooled: [G, N, F] -> [G, D]."""
-        return masked_mean(self.target_encoder(features, colours, mask), mask)
+    def encode_teacher(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The EMA encoder over the context and the target grids in one pass, pooled per grid:
+        -> teacher [B, k, D] (the context grids), target [B, D]."""
+        b, k, packing = batch.size, batch.context_length, batch.teacher_packing
+        pooled = segment_mean(self.target_encoder(batch.features, batch.colours, packing), packing)  # [B*k + B, D]
+        return pooled[: b * k].view(b, k, -1), pooled[b * k:]
 
     def forward(self, batch: Batch) -> JEPAOutput:
         grids, context, indices, vq_loss = self.encode_context(batch)
-        target = self.encode_target(batch.target_features, batch.target_colours, batch.target_mask)
-        return JEPAOutput(self.predictor(context), target, context, grids, indices, vq_loss)
+        teacher, target = self.encode_teacher(batch)
+        return JEPAOutput(self.predictor(context), target, context, grids, teacher, indices, vq_loss)
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:
-        """theta_target <- m theta_target + (1 - m) theta_context (I-JEPA, Sec. 3)."""
-        for t, c in zip(self.target_encoder.parameters(), self.context_encoder.parameters()):
-            t.lerp_(c, 1.0 - momentum)
+        """theta_target <- m theta_target + (1 - m) theta_context (I-JEPA, Sec. 3), every tensor in one call."""
+        torch._foreach_lerp_(list(self.target_encoder.parameters()), list(self.context_encoder.parameters()),
+                             1.0 - momentum)
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,7 @@ REFERENCE_WEIGHTS = LossWeights(sigreg=0.05, sigreg_directions=64, relational=0.
                                 relational_reduction="sum")
 
 
-def jepa_loss(model: JEPA, batch: Batch, out: JEPAOutput, weights: LossWeights,
+def jepa_loss(model: JEPA, out: JEPAOutput, weights: LossWeights,
               generator: torch.Generator) -> dict[str, torch.Tensor]:
     """All loss terms of one batch; 'total' is what is minimised. Each term is logged on its own."""
     b, k, d = out.grids.shape
@@ -119,12 +125,8 @@ def jepa_loss(model: JEPA, batch: Batch, out: JEPAOutput, weights: LossWeights,
     terms["sigreg"] = sigreg(out.grids.reshape(b * k, d), directions)
     relational = weights.relational * relation_matching(out.pred, out.target, weights.relational_reduction)
     if weights.context_self > 0:
-        n, f = batch.context_features.shape[2:]
-        teacher = model.encode_target(batch.context_features.reshape(b * k, n, f),
-                                      batch.context_colours.reshape(b * k, n),
-                                      batch.context_mask.reshape(b * k, n))  # [B*k, D]
-        relational = relational + weights.context_self * relation_matching(out.grids.reshape(b * k, d), teacher,
-                                                                        weights.relational_reduction)
+        relational = relational + weights.context_self * relation_matching(
+            out.grids.reshape(b * k, d), out.teacher.reshape(b * k, d), weights.relational_reduction)
     terms["relational"] = relational
     terms["vq"] = out.vq_loss
     terms["total"] = terms["infonce"] + weights.sigreg * terms["sigreg"] + relational + out.vq_loss

@@ -67,6 +67,13 @@ class GridRecords:
         return GridRecords(*(t[idx] for t in (self.colour, self.box, self.centroid, self.size,
                                               self.shape, self.hw, self.mask)))
 
+    def tokens(self, grid: torch.Tensor, slot: torch.Tensor) -> "GridRecords":
+        """The records of single tokens, each as a grid of one slot: token i is slot slot[i] of
+        grid grid[i] (both [M]) -> records shaped [M, 1, ...] (hw [M, 2], the token's grid's). The
+        augmentation and the features act per slot, so they run on the real tokens alone."""
+        fields = (self.colour, self.box, self.centroid, self.size, self.shape)
+        return GridRecords(*(t[grid, slot].unsqueeze(1) for t in fields), self.hw[grid], self.mask[grid, slot].unsqueeze(1))
+
     def to(self, device: torch.device | str) -> "GridRecords":
         return GridRecords(*(t.to(device) for t in (self.colour, self.box, self.centroid,
                                                      self.size, self.shape, self.hw, self.mask)))

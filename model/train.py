@@ -69,16 +69,18 @@ def build_model(cfg: TrainConfig) -> JEPA:
                                  vq.fsq_levels, seed=cfg.seed) if vq.enabled else None)
     return JEPA(m.dim, m.depth, m.heads, m.predictor_hidden, m.aggregator, cfg.data.context_length,
                 quantizer, loss.temperature_init, loss.temperature_min, loss.temperature_max,
-                final_norm=m.final_norm)
+                final_norm=m.final_norm, encoder_layout=m.encoder_layout)
 
 
 def make_optimizer(model: JEPA, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW; decay on matrices only (not biases, norms, embeddings' scale or the temperature)."""
+    """AdamW; decay on matrices only (not biases, norms, embeddings' scale or the temperature).
+    fused: one kernel per parameter for the whole update (CPU and CUDA), the same rule as the
+    per-tensor loop up to float rounding."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, fused=True)
 
 
 def learning_rate(step: int, total_steps: int, lr: float, schedule: str, warmup_steps: int,
@@ -119,7 +121,7 @@ def train_step(model: JEPA, optimizer: torch.optim.Optimizer, batch, weights: Lo
     found there (train: the epoch's first non-finite step)."""
     # ---- forward
     out = model(batch)
-    terms = jepa_loss(model, batch, out, weights, sigreg_generator)
+    terms = jepa_loss(model, out, weights, sigreg_generator)
     # ---- backward (gradient norm measured before clipping)
     optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
@@ -151,19 +153,18 @@ def evaluate(model: JEPA, data: ArcData, val_examples: tuple[torch.Tensor, torch
     total, reference, count, contexts, targets, codes, colours, shapes = 0.0, 0.0, 0, [], [], [], [], []
     for batch in iterate_batches(data.records, *val_examples, batch_size, device):
         out = model(batch)
-        own = float(jepa_loss(model, batch, out, weights, generator)["total"])
+        own = float(jepa_loss(model, out, weights, generator)["total"])
         total += own * batch.size
         reference += (own if same_weights else
-                      float(jepa_loss(model, batch, out, REFERENCE_WEIGHTS, reference_generator)["total"])) * batch.size
+                      float(jepa_loss(model, out, REFERENCE_WEIGHTS, reference_generator)["total"])) * batch.size
         count += batch.size
         contexts.append(out.context)
         targets.append(out.target)
         if out.indices is not None:
             codes.append(out.indices)
-            mask = batch.context_mask.flatten(0, 1)  # [B*k, N]; indices follow tokens[mask] order
-            colour = batch.context_colours.flatten(0, 1)[mask]  # [M]
-            colours.append(colour)
-            shapes.append(shape_class(batch.context_features.flatten(0, 1)[mask], colour))
+            m = batch.context_packing.num_tokens  # the context tokens, in the order of the codes
+            colours.append(batch.colours[:m])
+            shapes.append(shape_class(batch.features[:m], batch.colours[:m]))
     model.train()
     context, target = torch.cat(contexts), torch.cat(targets)
     indices = torch.cat(codes) if codes else None

@@ -110,11 +110,17 @@ def test_wall_time_of_a_finished_experiment(tmp_path):
 def test_bench_conclusions_follow_from_their_figures():
     from bench.cost_growth import limited_by as cost_limit
     from bench.search_wall_time import limited_by as wall_limit
-    from bench.train_throughput import limited_by as step_limit
+    from bench.train_throughput import limited_by as step_limit, thread_scaling
 
-    row = {"threads": 1, "data_share": 0.05, "fraction": 0.12, "top": [("aten::addmm", 0.3, 40), ("aten::bmm", 0.1, 8)]}
-    assert "the model's own ops" in step_limit(row) and "`aten::addmm` (30%)" in step_limit(row)
-    assert step_limit({**row, "data_share": 0.6}).startswith("Limited by: batch building, 60%")
+    ops = {"aten::addmm": [3.0, 40], "aten::bmm": [1.0, 8], "aten::add": [6.0, 30]}  # ms and calls per step
+    text = step_limit(ops, fraction=0.12, batch_share=0.05, threads=1)
+    assert "the model's own ops" in text and "12% of the matmul limit: 40% of its op time" in text
+    assert "`aten::add` (60%), `aten::addmm` (30%), `aten::bmm` (10%)" in text
+    assert step_limit(ops, 0.12, 0.6, 1).startswith("Limited by: batch building, 60%")
+    two = {"aten::addmm": [1.5, 40], "aten::bmm": [1.0, 8], "aten::add": [3.5, 30]}  # bmm does not scale
+    text = thread_scaling(ops, two, batch_ms=2.0)
+    assert "falls from 10.0 to 6.0 ms a step (1.67x)" in text and "batch building (2.0 ms a step)" in text
+    assert text.index("`aten::bmm` 1.00 -> 1.00 ms") < text.index("`aten::add` 6.00 -> 3.50 ms")
     assert "the training steps, 80%" in cost_limit({"train_s": 8.0, "eval_s": 2.0})
     assert "the evaluation, 75%" in cost_limit({"train_s": 1.0, "eval_s": 3.0})
     assert "the trials' epochs: epochs take 75%" in wall_limit(epoch_s=90.0, wall=60.0, cores=2)

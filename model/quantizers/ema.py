@@ -60,9 +60,12 @@ class EMAQuantizer(CodebookQuantizer):
 
     @torch.no_grad()
     def _ema_update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
-        onehot = F.one_hot(indices, self.num_codes).to(z.dtype)  # [M, K]
-        self.cluster_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)  # eq. 6
-        self.embed_sum.mul_(self.decay).add_(onehot.T @ z, alpha=1 - self.decay)  # eq. 7
+        # n_i = #{j: k(z_j) = i} and sum_{j: k(z_j) = i} z_j by index_add_ (the one-hot matrix
+        # [M, K] and its product with z, without building them)
+        counts = torch.zeros_like(self.cluster_size).index_add_(0, indices, torch.ones_like(indices, dtype=z.dtype))  # [K]
+        sums = torch.zeros_like(self.embed_sum).index_add_(0, indices, z)  # [K, D]
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)  # eq. 6
+        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)  # eq. 7
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.epsilon) / (n + self.num_codes * self.epsilon) * n
         self.codebook.copy_(self.embed_sum / smoothed.unsqueeze(1))  # eq. 8
