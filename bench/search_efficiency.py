@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Search efficiency on this machine: overhead, ASHA against no early stopping, Ray Tune against
-plain Optuna, and 1 against 2 concurrent trials. Four searches of one space (spaces/bench.yaml:
-16 trials of up to 8 epochs), all with the same sampler seed:
+plain Optuna, and 1 against 2 concurrent trials. Four searches of one space (spaces/bench.yaml
+by default; its budget and sampler seed, judged by its objective's targets):
 
     asha     scripts/search.py SPACE                                  2 trials at a time, 1 CPU each
     no-es    scripts/search.py SPACE --no-early-stopping              every trial runs 8 epochs
@@ -39,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import commit, emit, shown_command  # noqa: E402
+from search.targets import SEED, Targets  # noqa: E402
 
 RAY_RUNS = {  # name -> extra scripts/search.py arguments
     "asha": [],
@@ -74,6 +75,7 @@ class Run:
     max_epochs: int
     checkpoint_bytes: int = 0  # size of one reported checkpoint (Ray runs)
     phases: dict = field(default_factory=dict)  # the search's own record (search_time.json): ray_ready, ...
+    targets: Targets = SEED  # the bars the checklist judges the trials by (the space's objective)
 
 
 # ---- reading a finished search ---------------------------------------------------------------
@@ -96,7 +98,10 @@ def read_ray_run(name: str, exp_dir: Path, wall_s: float, started: float, cpus: 
                             worker_trials=int(placement["worker_trials"])))
     sizes = [f.stat().st_size for f in exp_dir.glob("*/checkpoint_*/state.pt")]
     phases = json.loads((exp_dir / "search_time.json").read_text())["sessions"][0]
-    return Run(name, wall_s, started, cpus, trials, max_epochs, max(sizes, default=0), phases)
+    from search.targets import read_judging
+
+    return Run(name, wall_s, started, cpus, trials, max_epochs, max(sizes, default=0), phases,
+               read_judging(exp_dir).targets)
 
 
 def run_ray_search(name: str, space: str, budget, extra: list[str], storage: Path) -> tuple[float, float]:
@@ -166,7 +171,7 @@ def run_optuna_peer(space_path: str, budget, workdir: Path, threads: int) -> Run
     study.optimize(objective, n_trials=budget.num_samples)
     wall = time.time() - started
     torch.set_num_threads(threads_before)
-    return Run("optuna", wall, started, threads, trials, budget.max_epochs)
+    return Run("optuna", wall, started, threads, trials, budget.max_epochs, targets=space.objective.resolved_targets())
 
 
 # ---- figures ---------------------------------------------------------------------------------
@@ -223,20 +228,20 @@ def epochs_to_reach(run: Run, target: float) -> int | None:
 
 
 def most_checklist_items(run: Run) -> str:
-    """The most items of the seed's checklist that one trial met, as 'met/total'."""
-    from search.checklist import evaluate_checklist
+    """The most items of the checklist (the run's targets) that one trial met, as 'met/applicable'."""
+    from search.judge import checklist, verdict
 
-    counts = [evaluate_checklist(t.history, run.max_epochs) for t in run.trials if t.history]
-    best = max(counts, key=lambda c: sum(item["pass"] for item in c.values()))
-    return f"{sum(item['pass'] for item in best.values())}/{len(best)}"
+    verdicts = [verdict(checklist(t.history, run.max_epochs, run.targets)) for t in run.trials if t.history]
+    best = max(verdicts, key=lambda v: v["passed"])
+    return f"{best['passed']}/{best['total']}"
 
 
 def first_checklist_pass_s(run: Run) -> float | None:
-    """Seconds from the search's launch until the first trial that meets the seed's checklist ended."""
-    from search.checklist import evaluate_checklist
+    """Seconds from the search's launch until the first trial that meets the checklist (the run's
+    targets) ended."""
+    from search.judge import judge
 
-    ends = [t.timing["end"] for t in run.trials if t.history
-            and all(item["pass"] for item in evaluate_checklist(t.history, run.max_epochs).values())]
+    ends = [t.timing["end"] for t in run.trials if t.history and judge(t.history, run.max_epochs, run.targets).passed_all]
     return min(ends) - run.started if ends else None
 
 
@@ -351,12 +356,12 @@ def goals_section(asha: Run, no_es: Run, peer: Run) -> list[str]:
               for name, value, bar, met, why in goals]]
 
 
-def asha_section(asha: Run, no_es: Run, budget, tolerance: float = 0.01) -> list[str]:
+def asha_section(asha: Run, no_es: Run, budget, sampler: str, tolerance: float = 0.01) -> list[str]:
     target = best_final(no_es)
     near = target - tolerance * abs(target)
     reach = {run.name: (epochs_to_reach(run, target), epochs_to_reach(run, near)) for run in (no_es, asha)}
     lines = ["## ASHA against no early stopping", "",
-             f"The same {budget.num_samples} trials' sampler (TPE, seed 0), up to {budget.max_epochs} epochs; ASHA "
+             f"The same {budget.num_samples} trials' sampler ({sampler}), up to {budget.max_epochs} epochs; ASHA "
              f"with grace {budget.grace_period} and reduction factor {budget.reduction_factor}. A trial's "
              "objective is its score at its last epoch. Trial-epochs are counted in report order over all "
              "trials until one trial ends at the given score.", "",
@@ -376,8 +381,8 @@ def asha_section(asha: Run, no_es: Run, budget, tolerance: float = 0.01) -> list
                           "trial-epochs no-ES needed.")
         else:
             lines[-1] += f" It did not reach {label}."
-    lines[-1] += (" With 16 trials the sampler's later proposals differ between the runs (TPE learns from "
-                  "different results), so one seed decides much of the comparison.")
+    lines[-1] += (f" With {budget.num_samples} trials the sampler's later proposals differ between the runs (it "
+                  "learns from different results), so one seed decides much of the comparison.")
     return lines
 
 
@@ -400,7 +405,7 @@ def concurrency_section(asha: Run, serial: Run) -> list[str]:
     rate = {r.name: trial_epochs(r) / r.wall_s for r in (asha, serial)}
     return ["## Concurrency", "",
             "The same search with 2 concurrent one-thread trials (`asha`) and 1 trial at a time with 2 threads "
-            "(`serial`), on the machine's 2 cores.", "",
+            f"(`serial`), on the machine's {asha.cpus} cores.", "",
             "| search | wall | trial-epochs | trial-epochs per minute |", "|---|---|---|---|",
             *[f"| {r.name} | {fmt_s(r.wall_s)} | {trial_epochs(r)} | {60 * rate[r.name]:.1f} |" for r in (serial, asha)],
             "", f"Speed-up of 2 concurrent trials: {serial.wall_s / asha.wall_s:.2f}x in wall time and "
@@ -438,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
              f"four searches of `{args.space}` ({budget.num_samples} trials, up to {budget.max_epochs} epochs, "
              f"{'all' if tasks is None else f'the first {tasks}'} tasks of its data).", ""]
     lines += overhead_section([runs["asha"], runs["no-es"], runs["serial"], runs["optuna"]]) + [""]
-    lines += asha_section(runs["asha"], runs["no-es"], budget) + [""]
+    lines += asha_section(runs["asha"], runs["no-es"], budget, f"{loaded.space.sampler.upper()}, seed {loaded.space.seed}") + [""]
     lines += peer_section(runs["asha"], runs["optuna"]) + [""]
     lines += concurrency_section(runs["asha"], runs["serial"]) + [""]
     lines += goals_section(runs["asha"], runs["no-es"], runs["optuna"]) + [""]

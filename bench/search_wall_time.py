@@ -3,7 +3,7 @@
 
     python bench/search_wall_time.py [spaces/vq_gentle.yaml] [--reference COMMIT] [--verify SEEDS]
                                      [--keep FOLDER] [--out FILE]
-    python bench/search_wall_time.py --from results/study-main [--out FILE]
+    python bench/search_wall_time.py --from results/study-main [--reference-from EXPERIMENT] [--out FILE]
 
 Runs `scripts/search.py SPACE` in a subprocess and reports the wall time, the trials by status,
 the trial-epochs ASHA let run out of the budget's maximum, the best final score, and the share of
@@ -14,7 +14,8 @@ the ratio against the goal (issue 22: at most 0.6x). With --verify N, `scripts/v
 then retrains this commit's winner and runner-up with fresh seeds, and the section says which
 checklist items pass in every seed. --keep keeps the experiments there (default: a temporary
 folder). With --from it reads an experiment that already ran instead (its search_time.json,
-and verify.json when there is one). Prints a Markdown section; --out writes it to a file.
+and verify.json when there is one), and with --reference-from the reference's experiment beside
+it. Prints a Markdown section; --out writes it to a file.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def run_search(tree: Path, space: str, storage: Path, name: str, label: str) -> 
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{label}: the search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip()
+    (storage / name / "commit.txt").write_text(head + "\n")  # what --from names it by later
     return Search(label, storage / name, wall, "the search process, start to exit")
 
 
@@ -96,11 +99,19 @@ def limited_by(epoch_s: float, wall: float, cores: int) -> str:
             "while ASHA waits at a rung or the last trials run alone.")
 
 
+def budget_of(exp: Path):
+    """The budget in an experiment's copy of its space (read as it is: its base path may not
+    resolve from where the experiment now lies)."""
+    import yaml
+
+    from search.space import Budget
+
+    return Budget.model_validate(yaml.safe_load((exp / "space.yaml").read_text()).get("budget", {}))
+
+
 def row(search: Search, cores: int) -> tuple[str, str]:
     """(table row, limited-by line) of one search."""
-    from search.space import load_space
-
-    budget = load_space(search.exp / "space.yaml").space.budget
+    budget = budget_of(search.exp)
     trials = list(csv.DictReader((search.exp / "trials.csv").open()))
     epochs = sum(int(t["epochs"]) for t in trials)
     statuses = Counter(t["status"] for t in trials)
@@ -135,13 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", help="keep the experiments in this folder (default: a temporary one)")
     parser.add_argument("--out", help="write the Markdown section to this file")
     parser.add_argument("--from", dest="experiment", help="read this finished experiment instead of running one")
+    parser.add_argument("--reference-from", help="with --from: the reference commit's finished experiment")
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1
     if args.experiment:
-        exp = Path(args.experiment)
-        wall, how = experiment_wall_time(exp)
-        searches = [Search(f"this experiment ({exp.name})", exp, wall, how)]
-        return section(searches, args, argv, cores, verify_lines(exp))
+        searches = []
+        for path, label in ((args.reference_from, "reference"), (args.experiment, "this experiment")):
+            if path:
+                exp = Path(path)
+                wall, how = experiment_wall_time(exp)
+                searches.append(Search(f"{label} ({exp.name}, {_commit_of(exp)})", exp, wall, how))
+        return section(searches, args, argv, cores, verify_lines(searches[-1].exp))
 
     work = Path(tempfile.mkdtemp(prefix="wall-"))
     storage = Path(args.keep).resolve() if args.keep else work / "results"
@@ -168,10 +183,14 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def section(searches: list[Search], args, argv, cores: int, extra: list[str]) -> int:
-    from search.space import load_space
+def _commit_of(exp: Path) -> str:
+    """The commit an experiment ran at, as the bench's checkout recorded it (commit.txt), else unknown."""
+    path = exp / "commit.txt"
+    return path.read_text().strip() if path.is_file() else "commit not recorded"
 
-    budget = load_space(searches[-1].exp / "space.yaml").space.budget
+
+def section(searches: list[Search], args, argv, cores: int, extra: list[str]) -> int:
+    budget = budget_of(searches[-1].exp)
     lines = ["## Default search wall time", "",
              f"`{shown_command('search_wall_time.py', argv)}` at commit {commit()} on {platform.node()} ({cores} CPUs): "
              f"`scripts/search.py {args.experiment + '/space.yaml' if args.experiment else args.space}` with its default "

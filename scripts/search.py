@@ -56,69 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-
-    from search.space import load_space
-
     try:
-        loaded = load_space(args.space)
-        budget, resources = loaded.space.budget, loaded.space.resources
-        name = args.name or Path(args.space).stem
-        if not NAME.match(name):
-            raise ConfigError(f"--name {name!r}: use letters, digits, '_', '-', '.' (a folder directly "
-                              f"under {args.storage}/)")
-        num_samples = args.num_samples if args.num_samples is not None else budget.num_samples
-        max_epochs = args.max_epochs if args.max_epochs is not None else budget.max_epochs
-        cpu = args.cpu if args.cpu is not None else resources.cpu
-        gpu = args.gpu if args.gpu is not None else resources.gpu
-        max_concurrent = args.max_concurrent if args.max_concurrent is not None else budget.max_concurrent
-        early_stopping = budget.early_stopping and not args.no_early_stopping
-        if max_concurrent < 0:
-            raise ConfigError(f"--max-concurrent: must be >= 0, got {max_concurrent}")
-        if num_samples < 1:
-            raise ConfigError(f"--num-samples: must be >= 1, got {num_samples}")
-        if max_epochs < 1:
-            raise ConfigError(f"--max-epochs: must be >= 1, got {max_epochs}")
-        if cpu <= 0 or not 0 <= gpu <= 1:
-            raise ConfigError(f"--cpu must be > 0 and --gpu in [0, 1], got {cpu}, {gpu}")
-        from search.storage import locate, remote_exists, remote_file_exists
-
-        location = locate(args.storage, name)
-        exp_dir = location.local
-        if location.remote is None:
-            if args.resume and not (exp_dir / "tuner.pkl").is_file():
-                raise ConfigError(f"--resume: {exp_dir} holds no experiment to resume")
-            if exp_dir.exists() and not args.resume:
-                raise ConfigError(f"{exp_dir} exists: pass --resume to continue that experiment, "
-                                  f"or --name NEW to start another")
-        else:
-            try:
-                stored = remote_exists(location.remote)
-                resumable = stored and remote_file_exists(f"{location.remote}/tuner.pkl")
-            except OSError as err:  # no such bucket, no credentials, endpoint unreachable
-                raise ConfigError(f"--storage {args.storage}: cannot read {location.remote}: {err}") from None
-            if args.resume and not resumable:
-                raise ConfigError(f"--resume: {location.remote} holds no experiment to resume")
-            if stored and not args.resume:
-                raise ConfigError(f"{location.remote} exists: pass --resume to continue that experiment, "
-                                  f"or --name NEW to start another")
-            if exp_dir.exists() and not args.resume:
-                raise ConfigError(f"{exp_dir} exists (the local copy of a URI experiment's driver files): "
-                                  f"pass --name NEW, or remove it")
+        loaded, settings, location = resolve(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    if args.address or os.environ.get("RAY_ADDRESS"):
-        # `ray start` in 2.60 turns token auth on, but a client sends its token only with
-        # RAY_AUTH_MODE=token; Ray reads it when imported, so set it first (a cluster without
-        # auth: export RAY_AUTH_MODE=disabled).
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    from search import ray_env
+
+    ray_env.apply(joining_cluster=bool(args.address or os.environ.get("RAY_ADDRESS")))  # before Ray is imported
     from search.runner import SearchOptions, format_command, run_search
 
-    opts = SearchOptions(exp_dir=exp_dir, remote=location.remote, num_samples=num_samples, max_epochs=max_epochs, cpu=cpu, gpu=gpu,
-                         resume=args.resume, address=args.address, dashboard_host=args.dashboard_host,
-                         num_gpus=args.num_gpus, max_concurrent=max_concurrent, early_stopping=early_stopping,
-                         command=format_command([a for a in argv if a != "--resume"]))
+    exp_dir = location.local
+    opts = SearchOptions(exp_dir=exp_dir, remote=location.remote, resume=args.resume, address=args.address,
+                         dashboard_host=args.dashboard_host, num_gpus=args.num_gpus,
+                         command=format_command([a for a in argv if a != "--resume"]), **settings)
     try:
         best, interrupted = run_search(loaded, opts)
     except ConfigError as err:
@@ -137,22 +89,79 @@ def main(argv: list[str] | None = None) -> int:
     if best is None:
         print(f"no trial produced a result; see {exp_dir}", file=sys.stderr)
         return 1
+    print_outcome(best, exp_dir, location.remote)
+    return 0
+
+
+def resolve(args):
+    """The space (validated), the search's settings (the space's budget and resources, overridden
+    by the flags, checked) and where the experiment goes; ConfigError on anything wrong."""
+    from search.space import load_space
+    from search.storage import locate
+
+    loaded = load_space(args.space)
+    budget, resources = loaded.space.budget, loaded.space.resources
+    name = args.name or Path(args.space).stem
+    if not NAME.match(name):
+        raise ConfigError(f"--name {name!r}: use letters, digits, '_', '-', '.' (a folder directly under {args.storage}/)")
+    settings = {"num_samples": budget.num_samples if args.num_samples is None else args.num_samples,
+                "max_epochs": budget.max_epochs if args.max_epochs is None else args.max_epochs,
+                "cpu": resources.cpu if args.cpu is None else args.cpu,
+                "gpu": resources.gpu if args.gpu is None else args.gpu,
+                "max_concurrent": budget.max_concurrent if args.max_concurrent is None else args.max_concurrent,
+                "early_stopping": budget.early_stopping and not args.no_early_stopping}
+    for key, flag, low in (("max_concurrent", "--max-concurrent", 0), ("num_samples", "--num-samples", 1),
+                           ("max_epochs", "--max-epochs", 1)):
+        if settings[key] < low:
+            raise ConfigError(f"{flag}: must be >= {low}, got {settings[key]}")
+    if settings["cpu"] <= 0 or not 0 <= settings["gpu"] <= 1:
+        raise ConfigError(f"--cpu must be > 0 and --gpu in [0, 1], got {settings['cpu']}, {settings['gpu']}")
+    location = locate(args.storage, name)
+    check_experiment_folder(location, args.resume, args.storage)
+    return loaded, settings, location
+
+
+def check_experiment_folder(location, resume: bool, storage: str) -> None:
+    """A new experiment needs a free name; --resume needs an experiment to resume (a folder, or a URI)."""
+    from search.storage import remote_exists, remote_file_exists
+
+    exp_dir = location.local
+    if location.remote is None:
+        if resume and not (exp_dir / "tuner.pkl").is_file():
+            raise ConfigError(f"--resume: {exp_dir} holds no experiment to resume")
+        if exp_dir.exists() and not resume:
+            raise ConfigError(f"{exp_dir} exists: pass --resume to continue that experiment, or --name NEW to start another")
+        return
+    try:
+        stored = remote_exists(location.remote)
+        resumable = stored and remote_file_exists(f"{location.remote}/tuner.pkl")
+    except OSError as err:  # no such bucket, no credentials, endpoint unreachable
+        raise ConfigError(f"--storage {storage}: cannot read {location.remote}: {err}") from None
+    if resume and not resumable:
+        raise ConfigError(f"--resume: {location.remote} holds no experiment to resume")
+    if stored and not resume:
+        raise ConfigError(f"{location.remote} exists: pass --resume to continue that experiment, or --name NEW to start another")
+    if exp_dir.exists() and not resume:
+        raise ConfigError(f"{exp_dir} exists (the local copy of a URI experiment's driver files): pass --name NEW, or remove it")
+
+
+def print_outcome(best, exp_dir: Path, remote: str | None) -> None:
+    """The best trial, its checklist, and where everything is."""
     import json
 
     from search.report import format_score
 
     summary = json.loads((exp_dir / "best_trial.json").read_text())
     v, v_seed = summary["verdict"], summary["verdict_seed_targets"]
-    print(f"best trial {best.trial_id}: final score {format_score(best.final('score'), True)} "
-          f"({best.status})")
+    print(f"best trial {best.trial_id}: final score {format_score(best.final('score'), True)} ({best.status})")
     print(f"checklist: {v['passed']}/{v['total']} items pass"
           + (f"; failed: {', '.join(v['failed'])}" if v["failed"] else "")
+          + (f"; n/a: {', '.join(v['n/a'])}" if v.get("n/a") else "")
           + f" ({v_seed['passed']}/{v_seed['total']} with the seed's literal targets)")
     print(f"best config: {exp_dir / 'best_config.yaml'}\n  run it: python scripts/train.py {exp_dir / 'best_config.yaml'}")
     print(f"trials: {exp_dir / 'trials.csv'}; study: sqlite:///{exp_dir / 'study.db'}")
-    if location.remote:
-        print(f"experiment stored in {location.remote} (trial folders, checkpoints and the files above)")
-    return 0
+    if remote:
+        print(f"experiment stored in {remote} (trial folders, checkpoints and the files above)")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import statistics
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,18 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from search.export import require_experiment_folder
 
-    exp_dir = require_experiment_folder(args.experiment).resolve()  # the runs start in the repository root
+    exp_dir = require_experiment_folder(args.experiment).resolve()  # absolute: the runs may start elsewhere
     if args.seeds < 1 or args.top < 1 or (args.epochs is not None and args.epochs < 1):
         print("error: --seeds, --top and --epochs must be >= 1", file=sys.stderr)
         return 2
 
-    import math
-
-    import yaml
-
     from model.io import atomic_write_json
-    from search.checklist import evaluate_checklist
-    from search.export import read_trials
+    from search.export import planned_epochs, read_trials
+    from search.judge import across_seeds, checklist, ranked
     from search.report import write_report
     from search.runs import train_subprocess
     from search.targets import read_judging
@@ -57,40 +52,33 @@ def main(argv: list[str] | None = None) -> int:
     differs = drift(exp_dir)
     for line in differs:
         print(f"note: verifying with {line}: a difference from the search's figures may come from it too")
-    trials = [t for t in read_trials(exp_dir) if math.isfinite(t.final("score")) and (t.path / "run" / "config.yaml").is_file()]
-    trials = sorted(trials, key=lambda t: t.final("score"), reverse=judging.mode == "max")[: args.top]
+    trials = ranked(read_trials(exp_dir), judging.mode)[: args.top]  # the order best_trial.json is picked by
     jobs = []
     for t in trials:
-        planned = args.epochs or yaml.safe_load((t.path / "run" / "config.yaml").read_text())["training"]["epochs"]
+        planned = args.epochs or planned_epochs(t)
         for i in range(args.seeds):
             seed = SEED_BASE + i
-            jobs.append((t, seed, planned, [f"seed={seed}", f"training.epochs={planned}", "training.num_threads=1"]))
+            jobs.append((t, seed, planned, [f"--seed={seed}", f"--epochs={planned}", "--threads=1"]))
+    train_script = Path(__file__).with_name("train.py")
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        runs = list(pool.map(lambda j: train_subprocess(j[0].path / "run" / "config.yaml",
+        runs = list(pool.map(lambda j: train_subprocess(train_script, j[0].path / "run" / "config.yaml",
                                                           f"{j[0].trial_id}-seed{j[1]}", exp_dir / "verify", j[3]), jobs))
-    summary: dict[str, dict] = {}
+    judged: dict[str, list[dict]] = {}
     for (t, _seed, planned, _), run in zip(jobs, runs):
         if run.error:
             print(f"{run.name} failed:\n{run.error}", file=sys.stderr)
-        checks = evaluate_checklist(run.rows, planned, judging.targets)
-        for item, result in checks.items():
-            entry = summary.setdefault(t.trial_id, {}).setdefault(item, {"passes": [], "values": []})
-            entry["passes"].append(bool(result["pass"]))
-            entry["values"].append(float(result["value"]))
+        judged.setdefault(t.trial_id, []).append(checklist(run.rows, planned, judging.targets))
     report = {"command": shlex.join(["python", "scripts/verify.py", *(argv if argv is not None else sys.argv[1:])]),
               "seeds": [SEED_BASE + i for i in range(args.seeds)], "targets": judging.targets.as_dict(),
-              "versions": installed(), "versions_differ": differs, "trials": {}}
-    for trial_id, items in summary.items():
-        report["trials"][trial_id] = {
-            item: {"pass_rate": sum(e["passes"]) / len(e["passes"]), "mean": statistics.fmean(e["values"]),
-                   "std": statistics.pstdev(e["values"]), "values": e["values"]}
-            for item, e in items.items()}
+              "versions": installed(), "versions_differ": differs,
+              "trials": {trial_id: across_seeds(items) for trial_id, items in judged.items()}}
     atomic_write_json(exp_dir / "verify.json", report)
     write_report(exp_dir)
     for trial_id, items in report["trials"].items():
         print(f"trial {trial_id}:")
         for item, s in items.items():
-            print(f"  {item:32s} pass {s['pass_rate']:4.0%}  mean {s['mean']:.4g}  std {s['std']:.3g}")
+            rate = "n/a " if s["pass_rate"] is None else f"{s['pass_rate']:4.0%}"
+            print(f"  {item:32s} pass {rate}  mean {s['mean']:.4g}  std {s['std']:.3g}")
     print(f"wrote {exp_dir / 'verify.json'} and {exp_dir / 'report.md'}")
     from search.export import publish
     from search.storage import DRIVER_FILES

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from model.io import atomic_write_json, atomic_write_text
-from search.checklist import evaluate_checklist, verdict
+from search.judge import judge, ranked
 from search.targets import SEED, collapsed, read_judging
 
 SUMMARY_KEYS = ("score", "score/best", "codebook/usage", "codebook/perplexity", "rank/context",
@@ -164,23 +164,18 @@ def export_best(exp_dir: str | Path, metric: str = "score", mode: str | None = N
     mode = mode or judging.mode
     trials = read_trials(exp_dir)
     atomic_write_text(exp_dir / "trials.csv", _csv_text(trials))
-    scored = [t for t in trials if math.isfinite(t.value(metric, mode, reduce))
-              and (t.path / "run" / "config.yaml").is_file()]
-    if not scored:
+    order = ranked(trials, mode, metric, reduce)
+    if not order:
         return None
-    sign = 1 if mode == "max" else -1
-    best = max(scored, key=lambda t: sign * t.value(metric, mode, reduce))
+    best = order[0]
 
     config = yaml.safe_load((best.path / "run" / "config.yaml").read_text())
     config["name"] = f"{exp_dir.name}-best"
-    atomic_write_text(exp_dir / "best_config.yaml",
+    atomic_write_text(exp_dir / "best_config.yaml",  # a JEPA config, or a contract run file naming its trainer
                       f"# best trial {best.trial_id} of {exp_dir} by {reduce} {metric} ({mode}); "
                       f"run it with: python scripts/train.py {exp_dir / 'best_config.yaml'}\n"
                       + yaml.safe_dump(config, sort_keys=False))
-    history = read_jsonl(best.path / "run" / "metrics.jsonl")
-    planned = config["training"]["epochs"]
-    checklist = evaluate_checklist(history, planned, judging.targets)
-    seed_checklist = evaluate_checklist(history, planned, SEED)
+    judgement = judge(read_jsonl(best.path / "run" / "metrics.jsonl"), planned_epochs(best), judging.targets)
     atomic_write_json(exp_dir / "best_trial.json", {
         "trial_id": best.trial_id,
         "metric": metric, "mode": mode, "reduce": reduce, "value": best.value(metric, mode, reduce),
@@ -189,11 +184,18 @@ def export_best(exp_dir: str | Path, metric: str = "score", mode: str | None = N
         "params": best.params,
         "final": {k: best.last.get(k) for k in SUMMARY_KEYS if k in best.last},
         "targets": judging.targets.as_dict(),
-        "verdict": verdict(checklist),
-        "checklist": checklist,
         "seed_targets": SEED.as_dict(),
-        "verdict_seed_targets": verdict(seed_checklist),
-        "checklist_seed_targets": seed_checklist,
+        **judgement.as_dict(),
         "trial_dir": str(best.path),
     })
     return best
+
+
+def planned_epochs(trial: TrialRecord) -> int:
+    """The epochs the trial was given, from its run/config.yaml (a JEPA config's training.epochs,
+    or a contract run file's epochs), 0 if unknown."""
+    path = trial.path / "run" / "config.yaml"
+    if not path.is_file():
+        return 0
+    config = yaml.safe_load(path.read_text())
+    return config["epochs"] if "trainer" in config else config["training"]["epochs"]

@@ -29,8 +29,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 import yaml  # noqa: E402
 
 from model.io import atomic_write_text  # noqa: E402
-from search.checklist import evaluate_checklist, format_item, verdict  # noqa: E402
-from search.export import TrialRecord, read_jsonl, read_trials  # noqa: E402
+from search.export import TrialRecord, planned_epochs, read_jsonl, read_trials  # noqa: E402
+from search.judge import ITEMS, format_item, judge, ranked  # noqa: E402
 from search.score import items_passed  # noqa: E402
 from search.targets import SEED, Targets, read_judging  # noqa: E402
 from search.versions import drift, recorded  # noqa: E402
@@ -223,7 +223,7 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
     exp_dir = Path(exp_dir)
     trials = read_trials(exp_dir)
     judging = read_judging(exp_dir)
-    scored = sorted([t for t in trials if _finite(_best_score(t))], key=_best_score, reverse=judging.mode == "max")
+    scored = ranked(trials, judging.mode)  # the order export's best_trial.json is picked by
     best = scored[0] if scored else None
     space = yaml.safe_load((exp_dir / "space.yaml").read_text()) if (exp_dir / "space.yaml").is_file() else {}
     plot_curves(trials, best, exp_dir / "curves.png", judging.targets)
@@ -246,10 +246,10 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
               f"val loss {SEED.final_val_loss:g}. The score is the checklist's pass count on the whole run plus a "
               "health margin in [0, 1) (search/score.py).", ""]
     if best is not None:
-        best_history = read_jsonl(best.path / "run" / "metrics.jsonl")
-        v = verdict(evaluate_checklist(best_history, _planned_epochs(best), judging.targets))
-        v_seed = verdict(evaluate_checklist(best_history, _planned_epochs(best), SEED))
+        judgement = judge(read_jsonl(best.path / "run" / "metrics.jsonl"), planned_epochs(best), judging.targets)
+        v, v_seed = judgement.verdict, judgement.seed_verdict
         failed = "; failed: " + ", ".join(v["failed"]) if v["failed"] else ""
+        failed += "; n/a (never reported): " + ", ".join(v["n/a"]) if v["n/a"] else ""
         lines += [f"Best trial: `{best.trial_id}`, final score {format_score(_best_score(best), True)} "
                   f"({best.status}); config: `{exp_dir / 'best_config.yaml'}`.", "",
                   f"Checklist: {v['passed']}/{v['total']} items pass with the targets in force{failed}; "
@@ -273,25 +273,22 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
     else:
         lines += [f"Not computable: {why_not}."]
     lines += ["", f"## Top {min(top, len(scored))} trials", ""]
-    rows = []
-    for t in scored[:top]:
-        history = read_jsonl(t.path / "run" / "metrics.jsonl")
-        checks = evaluate_checklist(history, _planned_epochs(t), judging.targets)
-        seed_checks = evaluate_checklist(history, _planned_epochs(t), SEED)
-        rows.append((t, checks, verdict(seed_checks)))
-    labels = next((list(c) for _, c, _ in rows if "ran" not in c), [])
-    label_of = {k: v["label"] for _, c, _ in rows for k, v in c.items()}
+    rows = [(t, judge(read_jsonl(t.path / "run" / "metrics.jsonl"), planned_epochs(t), judging.targets))
+            for t in scored[:top]]
+    label_of = {k: v["label"] for _, j in rows for k, v in j.items.items()}
+    labels = [k for k in ITEMS if k in label_of]
     header = ["trial", "status", "epochs", "final score", "best score", *[f"`{p}`" for p in params],
               *[label_of[k] for k in labels], "items passed (seed's literal targets)"]
     lines += ["Each checklist column shows the verdict with the targets in force and the value that decided "
-              "it (@ the epoch); the last column counts the items passed with the seed's literal targets.", "",
+              "it (@ the epoch; n/a: the trainer never reported its metric); the last column counts the items "
+              "passed with the seed's literal targets.", "",
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for t, checks, v_seed in rows:
-        marks = [format_item(checks[k]) if k in checks else "FAIL: no epochs" for k in labels]
+    for t, j in rows:
+        marks = [format_item(k, j.items[k]) if k in j.items else "FAIL: no epochs" for k in labels]
         lines.append("| " + " | ".join([f"`{t.trial_id}`", t.status, str(t.last.get("epoch", 0)),
                                          format_score(_best_score(t)), format_score(t.best('score', judging.mode)),
                                          *[_fmt(t.params.get(p, "")) for p in params],
-                                         *marks, f"{v_seed['passed']}/{v_seed['total']}"]) + " |")
+                                         *marks, f"{j.seed_verdict['passed']}/{j.seed_verdict['total']}"]) + " |")
     verify = exp_dir / "verify.json"
     if verify.is_file():
         lines += ["", "## Verification (fresh seeds, full epochs)", "", *_verify_lines(json.loads(verify.read_text()))]
@@ -306,11 +303,6 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
     return path
 
 
-def _planned_epochs(t: TrialRecord) -> int:
-    cfg = t.path / "run" / "config.yaml"
-    return yaml.safe_load(cfg.read_text())["training"]["epochs"] if cfg.is_file() else 0
-
-
 def _verify_lines(v: dict) -> list[str]:
     lines = [f"Command: `{v.get('command', '')}`; seeds {v.get('seeds')}.", ""]
     if v.get("versions_differ"):
@@ -318,5 +310,6 @@ def _verify_lines(v: dict) -> list[str]:
     lines += ["| trial | item | pass rate | mean | std |", "|---|---|---|---|---|"]
     for trial_id, items in v.get("trials", {}).items():
         for item, s in items.items():
-            lines.append(f"| `{trial_id}` | {item} | {s['pass_rate']:.0%} | {s['mean']:.4g} | {s['std']:.3g} |")
+            rate = "n/a" if s["pass_rate"] is None else f"{s['pass_rate']:.0%}"
+            lines.append(f"| `{trial_id}` | {item} | {rate} | {s['mean']:.4g} | {s['std']:.3g} |")
     return lines

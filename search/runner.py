@@ -1,13 +1,40 @@
 """The search driver: Ray Tune runs the trials, Optuna (TPE) proposes them, ASHA stops them.
 
+    run_search(loaded, opts)
+        start_ray            a local Ray with its dashboard, or join a cluster (--address)
+        build_trainable      the Ray adapter (search/trainable.py) as the TrialWorker that runs trial after trial
+        prepare_experiment   the folder and what describes it: space.yaml, targets.json, command.txt, versions.json
+        build_searcher       Optuna through Ray's OptunaSearch, the budget counted in the study (search/optuna_search.py)
+        build_scheduler      ASHA on the score (FIFO without early stopping)
+        build_tuner          the Tuner: reused workers, storage, collapse stopper, retries, callbacks, console reporter
+        (restore_tuner       --resume: Tuner.restore instead of the three above)
+        finish               mirror a URI experiment, set aside orphans, export the best, report, upload
+
     results/<experiment>/               Ray's experiment folder (storage_path/name)
-        trial_<id>/                     per trial: params.json, result.json, TensorBoard events,
-                                        checkpoints, run/ (the trainer's own outputs and tb/)
+        trial_<id>/                     per trial: params.json, result.json, checkpoints, run/ (the
+                                        trainer's own outputs and its TensorBoard run)
         study.db                        the Optuna study (sqlite): optuna-dashboard, importances
         space.yaml, command.txt         the space as given and how to rerun/resume
         versions.json                   torch, ray, optuna, numpy and Python it ran with (search/versions.py)
         best_config.yaml, best_trial.json, trials.csv    (search/export.py)
         report.md, curves.png, params.png, importance.png (search/report.py)
+
+The environment Ray reads is set in one place before Ray is imported (search/ray_env.py).
+
+Private Ray APIs the search uses (why pyproject.toml pins Ray below 2.61: each may change in a
+minor release, and the tests that cover it are named):
+- `ray._private.ray_constants.LOG_PREFIX_ACTOR_NAME` (trial_worker_class): the marker that makes a
+  reused worker's console lines name the trial it runs now (tests/test_search_e2e.py, reused workers).
+- `ray.tune.trainable.function_trainable.wrap_function` (trial_worker_class): to subclass the function
+  trainable as TrialWorker, which hands each trial its worker's record and names it on the dashboard.
+- `tune.CLIReporter._progress_str` (ResultsReporter): to replace the "Result logdir" line with where
+  the results are and add the progress line.
+- OptunaSearch's `_setup_study`, `_ot_study`, `_ot_trials`, `_completed_trials`, `_space`, `_storage`,
+  `_sampler`, `_metric`, `_suggest_from_define_by_run_func` and SearchGenerator's `searcher` and
+  `total_samples` (search/optuna_search.py): pruned trials told as PRUNED, the study in the
+  searcher's snapshot, a restore reconciled with Ray's trials (tests/test_optuna_search.py).
+- the `ray.train._internal.storage` logger (search/trainable.py): its per-epoch "Checkpoint
+  successfully created" lines go to the trial's run/checkpoints.log instead of the console.
 """
 
 from __future__ import annotations
@@ -46,6 +73,16 @@ PARETO_METRICS = ["codebook/usage", "rank/context", "val/loss_reference"]
 PARETO_MODES = ["max", "max", "min"]
 TABLE_COLUMNS = {"epoch": "epoch", "score": "score", "codebook/usage": "usage",
                  "rank/context": "rank_ctx", "rank/target": "rank_tgt", "val/loss_reference": "val_loss_ref"}
+TABLE_COLUMN_WIDTH = 12  # the console's trial table: headers wrap and values are cut at this width
+
+
+def short_names(params: dict) -> dict[str, str]:
+    """The trial table's parameter columns: each searched parameter by its last name part
+    ('vq.commitment_cost' -> 'commitment_cost'), with its section's first letters where two
+    would read the same; trials.csv and the report keep the full names."""
+    last = [key.rsplit(".", 1)[-1] for key in params]
+    return {key: name if last.count(name) == 1 else f"{key.split('.')[0][:3]}.{name}"
+            for key, name in zip(params, last)}
 
 
 @dataclass(frozen=True)
@@ -266,22 +303,9 @@ def check_storage_visible(ray, storage_dir: Path, shown: str) -> None:
 
 
 def run_search(loaded: LoadedSpace, opts: SearchOptions):
-    """Run (or resume) the search; returns (best TrialRecord or None, interrupted?)."""
-    space, exp_dir = loaded.space, opts.exp_dir.resolve()
-    # Ray 2.60's default console output ignores chosen columns; the classic reporter shows them.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # num_to_keep=2 forces a state snapshot per checkpoint; that is intended, the warning is noise.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # The experiment state (what --resume restores) at most 1 s old instead of Ray's "auto" (10 s and
-    # up): with num_to_keep=2 a trial's checkpoint is deleted two checkpoints later, so a snapshot
-    # older than two epochs can name a deleted checkpoint, and a driver killed then resumes that
-    # trial as failed ("checkpoint does not exist on storage anymore"; seen with 1-2 s epochs).
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    # One TensorBoard run per trial: the trainer's run/tb (search/trainable.py). Ray's TensorBoard
-    # logger would add a second copy of every trial; its JSON and CSV loggers are kept (below).
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    objective = space.objective
-    location = opts.location
+    """Run (or resume) the search; returns (best TrialRecord or None, interrupted?). The
+    environment Ray reads was set before Ray was imported (search/ray_env.py: apply)."""
+    exp_dir, location = opts.exp_dir.resolve(), opts.location
     started = time.time()
     ray = start_ray(opts)
     phases = {"ray_ready": time.time()}  # wall-clock times of the session's phases (search_time.json)
@@ -289,70 +313,13 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
         check_resources(ray, opts, str(loaded.path))
         if location.remote is None:
             check_storage_visible(ray, exp_dir.parent, str(exp_dir.parent))
-        trainable = trial_worker_class(tune.with_resources(
-            tune.with_parameters(run_trial, space=loaded, epochs=opts.max_epochs, num_threads=max(1, int(opts.cpu)),
-                                 experiment_dir=str(exp_dir) if location.remote is None else None),
-            {"cpu": opts.cpu, "gpu": opts.gpu}))
+        trainable = build_trainable(loaded, opts, exp_dir)
         if opts.resume:
-            download(location)  # a URI experiment: its trial folders, here (the study comes with Ray's snapshot)
-            for line in versions.drift(exp_dir):
-                print(f"note: resuming with {line}: later trials may not compare exactly with earlier ones")
-            tuner = tune.Tuner.restore(location.ray_experiment_path, trainable=trainable, resume_errored=True)
+            tuner = restore_tuner(opts, exp_dir, trainable)
         else:
-            exp_dir.mkdir(parents=True)
-            shutil.copy2(loaded.path, exp_dir / "space.yaml")
-            atomic_write_json(exp_dir / JUDGING_FILE, Judging(
-                objective.goal, objective.resolved_targets(), objective.collapse_usage_floor,
-                objective.collapse_patience).as_dict())
-            atomic_write_text(exp_dir / "command.txt", f"# as invoked\n{opts.command}\n# resume\n"
-                              f"{opts.command} --resume\n")
-            versions.record(exp_dir)
-            upload(location, ["space.yaml", JUDGING_FILE, "command.txt", versions.VERSIONS_FILE])  # it describes itself
-            if objective.multi_objective:
-                sampler, metric, mode = SamplerFactory("nsga2", space.seed), PARETO_METRICS, PARETO_MODES
-            else:
-                sampler, metric, mode = SamplerFactory(space.sampler, space.seed), "score", objective.mode
-            searcher = PruningAwareOptunaSearch(
-                space=DefineByRun(space.params), metric=metric, mode=mode, sampler_factory=sampler,
-                # the path as given (relative to the working directory for a URI experiment's
-                # results/<name>): a resume elsewhere restores the study there from Ray's snapshot
-                storage=optuna.storages.RDBStorage(f"sqlite:///{opts.exp_dir / 'study.db'}"),
-                study_name=exp_dir.name)
-            if opts.early_stopping:
-                scheduler = ASHAScheduler(time_attr="epoch", metric="score", mode=objective.mode, max_t=opts.max_epochs,
-                                          grace_period=min(space.budget.grace_period, opts.max_epochs),
-                                          reduction_factor=space.budget.reduction_factor)
-            else:
-                scheduler = FIFOScheduler()
-            # the generator counts the budget in the study and reconciles a restore (search/optuna_search.py)
-            search = BudgetedSearch(ConcurrencyLimiter(searcher, opts.max_concurrent) if opts.max_concurrent
-                                    else searcher)
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(
-                    search_alg=search, scheduler=scheduler, num_samples=opts.num_samples,
-                    trial_dirname_creator=trial_dirname,
-                    # a worker process runs trial after trial: no process start, imports or data
-                    # load per trial (search/trainable.py keeps each trial's files in its folder)
-                    reuse_actors=True),
-                run_config=tune.RunConfig(
-                    name=exp_dir.name, storage_path=location.ray_storage_path,
-                    # files a trial writes under its folder (run/: metrics, TensorBoard, placement)
-                    # go to a URI storage too; a folder storage is the trial folder itself
-                    sync_config=tune.SyncConfig(sync_artifacts=location.remote is not None),
-                    stop=(CollapseStopper(objective.collapse_usage_floor, objective.collapse_patience,
-                                          usage_rule=objective.goal == "health")
-                          if opts.early_stopping else None),
-                    failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    # best so far re-exported during the search from a folder experiment; a URI
-                    # experiment is mirrored and exported once at the end (or on --resume)
-                    callbacks=[ReconcileAfterRestore(search), JsonLoggerCallback(), CSVLoggerCallback()]
-                    + ([BestSoFar(exp_dir, objective.mode)] if location.remote is None else []),
-                    progress_reporter=ResultsReporter(exp_dir, opts.num_samples, objective.mode,
-                                                                      metric_columns=TABLE_COLUMNS,
-                                                                      max_report_frequency=30),
-                    verbose=1))
+            prepare_experiment(loaded, opts, exp_dir)
+            search = build_searcher(loaded, opts)
+            tuner = build_tuner(loaded, opts, exp_dir, trainable, search, build_scheduler(loaded, opts))
         tuner.fit()
         phases["trials_done"] = time.time()
         # Ctrl-C makes fit() return early; Ray then marks the trials it stopped TERMINATED like
@@ -361,7 +328,104 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
     finally:
         ray.shutdown()
     phases["ray_stopped"] = time.time()
-    download(location)  # a URI experiment: mirror the trial folders for the export and report
+    return finish(opts, exp_dir, started, phases), interrupted
+
+
+def build_trainable(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path):
+    """The Ray adapter (search/trainable.py) with the search's settings, its resources per trial,
+    as the TrialWorker class that runs trial after trial."""
+    return trial_worker_class(tune.with_resources(
+        tune.with_parameters(run_trial, space=loaded, epochs=opts.max_epochs, num_threads=max(1, int(opts.cpu)),
+                             experiment_dir=str(exp_dir) if opts.location.remote is None else None),
+        {"cpu": opts.cpu, "gpu": opts.gpu}))
+
+
+def restore_tuner(opts: SearchOptions, exp_dir: Path, trainable) -> tune.Tuner:
+    """--resume: Ray's Tuner.restore (the searcher, the study and the scheduler come with Ray's snapshot)."""
+    download(opts.location)  # a URI experiment: its trial folders, here
+    for line in versions.drift(exp_dir):
+        print(f"note: resuming with {line}: later trials may not compare exactly with earlier ones")
+    return tune.Tuner.restore(opts.location.ray_experiment_path, trainable=trainable, resume_errored=True)
+
+
+def prepare_experiment(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path) -> None:
+    """The experiment's folder and the files that describe it: the space as given, how it is
+    judged (targets.json, frozen now), the command, the versions it runs with."""
+    objective = loaded.space.objective
+    exp_dir.mkdir(parents=True)
+    shutil.copy2(loaded.path, exp_dir / "space.yaml")
+    atomic_write_json(exp_dir / JUDGING_FILE, Judging(
+        objective.goal, objective.resolved_targets(), objective.collapse_usage_floor,
+        objective.collapse_patience).as_dict())
+    atomic_write_text(exp_dir / "command.txt", f"# as invoked\n{opts.command}\n# resume\n{opts.command} --resume\n")
+    versions.record(exp_dir)
+    upload(opts.location, ["space.yaml", JUDGING_FILE, "command.txt", versions.VERSIONS_FILE])  # it describes itself
+
+
+def build_searcher(loaded: LoadedSpace, opts: SearchOptions) -> BudgetedSearch:
+    """Optuna through Ray: TPE (or the space's sampler; NSGA-II for a multi-objective search) on
+    the space's define-by-run function, the study in study.db, the budget counted in the study
+    (search/optuna_search.py), at most max_concurrent trials at once."""
+    space = loaded.space
+    if space.objective.multi_objective:
+        sampler, metric, mode = SamplerFactory("nsga2", space.seed), PARETO_METRICS, PARETO_MODES
+    else:
+        sampler, metric, mode = SamplerFactory(space.sampler, space.seed), "score", space.objective.mode
+    searcher = PruningAwareOptunaSearch(
+        space=DefineByRun(space.params), metric=metric, mode=mode, sampler_factory=sampler,
+        # the path as given (relative to the working directory for a URI experiment's results/<name>):
+        # a resume elsewhere restores the study there from Ray's snapshot
+        storage=optuna.storages.RDBStorage(f"sqlite:///{opts.exp_dir / 'study.db'}"),
+        study_name=opts.exp_dir.name)
+    return BudgetedSearch(ConcurrencyLimiter(searcher, opts.max_concurrent) if opts.max_concurrent else searcher)
+
+
+def build_scheduler(loaded: LoadedSpace, opts: SearchOptions):
+    """ASHA on the score, per epoch (FIFO: no early stopping)."""
+    budget = loaded.space.budget
+    if not opts.early_stopping:
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="epoch", metric="score", mode=loaded.space.objective.mode, max_t=opts.max_epochs,
+                         grace_period=min(budget.grace_period, opts.max_epochs), reduction_factor=budget.reduction_factor)
+
+
+def build_tuner(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path, trainable, search: BudgetedSearch,
+                scheduler) -> tune.Tuner:
+    """Ray Tune's Tuner: the search and scheduler, reused workers, where the experiment goes, the
+    collapse stopper, retries, checkpoints kept, the callbacks and the console's reporter."""
+    objective, location = loaded.space.objective, opts.location
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=search, scheduler=scheduler, num_samples=opts.num_samples, trial_dirname_creator=trial_dirname,
+            # a worker process runs trial after trial: no process start, imports or data load per
+            # trial (search/trainable.py keeps each trial's files in its folder)
+            reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=exp_dir.name, storage_path=location.ray_storage_path,
+            # files a trial writes under its folder (run/: metrics, TensorBoard, placement) go to a URI
+            # storage too; a folder storage is the trial folder itself
+            sync_config=tune.SyncConfig(sync_artifacts=location.remote is not None),
+            stop=(CollapseStopper(objective.collapse_usage_floor, objective.collapse_patience,
+                                  usage_rule=objective.goal == "health") if opts.early_stopping else None),
+            failure_config=tune.FailureConfig(max_failures=loaded.space.budget.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # best so far re-exported during the search from a folder experiment; a URI experiment is
+            # mirrored and exported once at the end (or on --resume)
+            callbacks=[ReconcileAfterRestore(search), JsonLoggerCallback(), CSVLoggerCallback()]
+            + ([BestSoFar(exp_dir, objective.mode)] if location.remote is None else []),
+            progress_reporter=ResultsReporter(exp_dir, opts.num_samples, objective.mode, metric_columns=TABLE_COLUMNS,
+                                              parameter_columns=short_names(loaded.space.params),
+                                              max_column_length=TABLE_COLUMN_WIDTH, max_report_frequency=30),
+            verbose=1))
+
+
+def finish(opts: SearchOptions, exp_dir: Path, started: float, phases: dict[str, float]):
+    """After Ray: the trial folders mirrored (a URI experiment), trial folders a resume ran again
+    set aside, the best exported, the report written, the session's times recorded, the driver's
+    files uploaded. Returns the best TrialRecord (or None)."""
+    location = opts.location
+    download(location)
     if opts.resume:
         set_aside_orphans(location, study_trial_ids(exp_dir))
     best = export_best(exp_dir)
@@ -371,7 +435,7 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
         print(f"report: {write_report(exp_dir)}")
     record_search_time(exp_dir, started, opts.resume, phases)
     upload(location, DRIVER_FILES)
-    return best, interrupted
+    return best
 
 
 def study_finished(exp_dir: Path, num_samples: int) -> bool:

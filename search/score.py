@@ -1,6 +1,6 @@
 """The search's objective: the seed's checklist, judged on the run so far, plus a health margin.
 
-    items  = search/checklist.py's items on the trial's history up to this epoch, against the
+    items  = search/judge.py's items on the trial's history up to this epoch, against the
              trial's whole budget (usage judged *throughout*, ranks and val loss at this epoch,
              gradient norms and spikes over every epoch so far, "ran all epochs" passing only once
              the trial has run its budget, so an ASHA-stopped trial never outranks a finished one
@@ -16,10 +16,17 @@ So the search optimises what the checklist judges, item by item: a trial that pa
 always scores higher (the integer part is the pass count), and no item is out of the search's
 sight (usage *throughout* is in it, which a final-epoch score cannot see). Among trials passing
 the same items, the larger margin over the collapse bars wins. The margin is uncapped on
-purpose: it is the tie-break among trials that all pass, and it is chosen by measurement
-(docs/study.md, rankcorr): across two seeds its order repeats (Spearman 0.96 on 16 configs)
-where val loss's does not (0.36). The targets come from search/targets.py (the space's
-`objective.targets`: calibrated or seed).
+purpose: it is the tie-break among trials that all pass, and it is chosen by measurement:
+docs/study.md's rank-correlation section (`python scripts/study.py rankcorr`) compares how well
+its order and val loss's order repeat across seeds. The targets come from search/targets.py (the
+space's `objective.targets`: calibrated or seed).
+
+Items a trainer never reports a metric for are n/a (search/judge.py) and count as not passed:
+the score counts passed items only. Within one search every trial runs the same trainer and
+reports the same metrics, so the same items apply to every trial and scores compare; a trial
+that reports no codebook (usage n/a) scores below an otherwise equal one that keeps its codes,
+as a search for a VQ model should. A margin ratio whose metric is n/a makes the margin 0 unless
+its weight is 0 (a trainer without a target encoder: set `objective.target_rank_weight: 0`).
 
 With `objective.goal: collapse` the search looks for failure: ASHA and Optuna minimise the same
 score. A diverged trial (NaN/inf) is a different failure from the seed's collapse, so under that
@@ -30,7 +37,7 @@ from __future__ import annotations
 
 import math
 
-from search.checklist import evaluate_checklist
+from search.judge import checklist
 from search.targets import SEED, Targets
 
 DIVERGED_SCORE = -1.0
@@ -40,11 +47,6 @@ DIVERGED_SCORE_COLLAPSE_GOAL = 100.0  # above every finite score (at most n_item
 def diverged_score(goal: str) -> float:
     """The score of a diverged trial: the worst value for the goal (health: max, collapse: min)."""
     return DIVERGED_SCORE_COLLAPSE_GOAL if goal == "collapse" else DIVERGED_SCORE
-
-
-def goal_mode(goal: str) -> str:
-    """'max' for goal health, 'min' for goal collapse: how ASHA, Optuna and the export rank scores."""
-    return "min" if goal == "collapse" else "max"
 
 
 def health_margin(usage_min: float, rank_context: float, rank_target: float, targets: Targets = SEED,
@@ -69,23 +71,26 @@ def health_margin(usage_min: float, rank_context: float, rank_target: float, tar
 
 
 def checklist_score(items: dict[str, dict], margin: float) -> float:
-    """passed(items) + margin / (1 + margin): the pass count first, the margin within it."""
-    return sum(bool(i["pass"]) for i in items.values()) + margin / (1.0 + margin)
+    """passed(items) + margin / (1 + margin): the pass count first (n/a items are not passed), the
+    margin within it."""
+    return sum(i["pass"] is True for i in items.values()) + margin / (1.0 + margin)
 
 
 def run_score(history: list[dict], planned_epochs: int, targets: Targets = SEED,
               weights: tuple[float, float, float] = (1.0, 1.0, 1.0), goal: str = "health") -> float:
     """The objective of a run whose per-epoch rows (metrics.jsonl) are `history`, judged against a
-    plan of `planned_epochs`."""
+    plan of `planned_epochs`. A metric the run does not report counts as NaN (its ratio then
+    zeroes the margin unless its weight is 0); a reported val loss that is not finite is a diverged run."""
     if not history:
         return diverged_score(goal)
     last = history[-1]
-    if not math.isfinite(last["val/loss"]):
+    if not math.isfinite(last.get("val/loss", 0.0)):
         return diverged_score(goal)
-    usages = [h["codebook/usage"] for h in history]
+    usages = [h.get("codebook/usage", math.nan) for h in history]
     usage_min = min((0.0 if not math.isfinite(u) else u) for u in usages)  # no codes: usage 0
-    margin = health_margin(usage_min, last["rank/context"], last["rank/target"], targets, weights)
-    return checklist_score(evaluate_checklist(history, planned_epochs, targets), margin)
+    margin = health_margin(usage_min, last.get("rank/context", math.nan), last.get("rank/target", math.nan),
+                           targets, weights)
+    return checklist_score(checklist(history, planned_epochs, targets), margin)
 
 
 def objective_score(history: list[dict], planned_epochs: int, objective) -> float:

@@ -40,8 +40,7 @@ import difflib
 from model.config import (ConfigError, leaf_keys, TrainConfig, config_from_dict, format_validation_error,
                           read_yaml_mapping, set_dotted)
 
-from search.score import goal_mode
-from search.targets import COLLAPSE_PATIENCE, COLLAPSE_USAGE_FLOOR, Targets, by_name
+from search.targets import COLLAPSE_PATIENCE, COLLAPSE_USAGE_FLOOR, Targets, by_name, mode_of
 
 Scalar = bool | int | float | str | None
 
@@ -144,7 +143,7 @@ class Objective(_Strict):
 
     @property
     def mode(self) -> str:
-        return goal_mode(self.goal)
+        return mode_of(self.goal)
 
     @model_validator(mode="after")
     def _check(self) -> "Objective":
@@ -179,25 +178,46 @@ class Resources(_Strict):
 
 
 class SearchSpace(_Strict):
-    base: str = Field(description="Training config the trials start from (relative to the space file or cwd).")
+    trainer: str | None = Field(
+        default=None,
+        description="'package.module:function' trained per trial through the trainer contract "
+        "(search/contract.py, docs/own_model.md); none: this project's JEPA trainer (model/train.py).")
+    base: str | None = Field(
+        default=None,
+        description="Config the trials start from (relative to the space file or cwd). Required for the "
+        "JEPA trainer (a training config, every key validated); optional for a contract trainer (any mapping).")
     set: dict[str, Any] = Field(default_factory=dict, description="Fixed overrides of the base, dotted keys.")
     params: dict[str, Param] = Field(min_length=1, description="Searched parameters, dotted keys, in order.")
     objective: Objective = Objective()
     budget: Budget = Budget()
     resources: Resources = Resources()
-    seed: int = Field(default=0, ge=0, description="Seeds the TPE sampler (and the trials' base seed).")
+    seed: int = Field(default=0, ge=0, description="Seeds the sampler, and a contract trainer's trials (run.seed; "
+                      "the JEPA trainer's trials take their base config's seed).")
     sampler: Literal["tpe", "random"] = Field(
         default="tpe", description="Optuna sampler (single objective; multi-objective uses NSGA-II).")
 
+    @model_validator(mode="after")
+    def _check(self) -> "SearchSpace":
+        if self.trainer is None and self.base is None:
+            raise ValueError("base: a training config is needed (or name a `trainer:` of your own, search/contract.py)")
+        return self
+
 
 class LoadedSpace:
-    """A validated space with its base config resolved to a plain dict."""
+    """A validated space with its base config resolved to a plain dict (empty for a contract
+    trainer without one). `trainer_root`: the folder the search runs in, where a trial's
+    process imports a contract trainer from."""
 
-    def __init__(self, path: Path, space: SearchSpace, base_path: Path, base: dict[str, Any]):
+    def __init__(self, path: Path, space: SearchSpace, base_path: Path | None, base: dict[str, Any]):
         self.path, self.space, self.base_path, self.base = path, space, base_path, base
+        self.trainer_root = str(Path.cwd())
+
+    @property
+    def trainer(self) -> str | None:
+        return self.space.trainer
 
     def trial_config(self, params: dict[str, Any], *, epochs: int, name: str, num_threads: int) -> TrainConfig:
-        """The complete training config of one trial (the Ray adapter's only dict-to-typed step)."""
+        """The complete training config of one JEPA trial (the Ray adapter's only dict-to-typed step)."""
         raw = copy.deepcopy(self.base)
         for key, value in params.items():
             set_dotted(raw, key, value)
@@ -205,6 +225,14 @@ class LoadedSpace:
         set_dotted(raw, "training.num_threads", num_threads)
         set_dotted(raw, "name", name)
         return config_from_dict(raw, source=f"trial {name}")
+
+    def contract_config(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A contract trainer's `config`: the base and `set:` (already in self.base) with the
+        trial's parameters, dotted keys expanded into nested dicts."""
+        raw = copy.deepcopy(self.base)
+        for key, value in params.items():
+            set_dotted(raw, key, value)
+        return raw
 
 
 def _resolve_base(space_path: Path, base: str) -> Path:
@@ -224,6 +252,8 @@ def load_space(path: str | Path) -> LoadedSpace:
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, str(path), SearchSpace)) from None
 
+    if space.trainer is not None:
+        return _load_contract_space(path, space)
     base_path = _resolve_base(path, space.base)
     base = read_yaml_mapping(base_path)
     for key, value in space.set.items():
@@ -243,21 +273,46 @@ def load_space(path: str | Path) -> LoadedSpace:
             raise ConfigError(f"{path}: params.{key}: unknown training config key{hint} "
                               f"(keys under {section or 'the top level'}: "
                               f"{', '.join(k.removeprefix(section) for k in same) or 'none: unknown section'})")
-    seen: list[str] = []
-    for key, param in space.params.items():
-        where = f"{path}: params.{key}"
-        for ref in list(param.when) + ([param.at_least] if param.at_least else []):
-            if ref not in seen:
-                raise ConfigError(f"{where}: refers to {ref!r}, which is not an earlier parameter "
-                                  f"(earlier: {', '.join(seen) or 'none'})")
-        for value in param.candidate_values():
-            problem = _value_error(base, key, value)
-            if problem:
-                raise ConfigError(f"{where}: value {value!r} is not accepted by the trainer: {problem}")
-        seen.append(key)
+    _check_params(path, space.params, base)
     for key in space.params:
         if key in ("training.epochs", "name"):
             raise ConfigError(f"{path}: params.{key}: set by the search itself (budget.max_epochs, trial name)")
+    return LoadedSpace(path, space, base_path, base)
+
+
+def _check_params(path: Path, params: dict[str, Param], base: dict[str, Any] | None = None) -> None:
+    """Parameter by parameter, in order: `when` and `at_least` name earlier parameters only, and
+    (given the JEPA trainer's base config) every value a parameter can take is one the trainer accepts."""
+    seen: list[str] = []
+    for key, param in params.items():
+        for ref in list(param.when) + ([param.at_least] if param.at_least else []):
+            if ref not in seen:
+                raise ConfigError(f"{path}: params.{key}: refers to {ref!r}, which is not an earlier parameter "
+                                  f"(earlier: {', '.join(seen) or 'none'})")
+        for value in param.candidate_values() if base is not None else ():
+            problem = _value_error(base, key, value)
+            if problem:
+                raise ConfigError(f"{path}: params.{key}: value {value!r} is not accepted by the trainer: {problem}")
+        seen.append(key)
+
+
+def _load_contract_space(path: Path, space: SearchSpace) -> LoadedSpace:
+    """A space for a trainer of the user's own: the trainer must import and take (config, run)
+    (search/contract.py: load_trainer); the base, if any, is any mapping; parameter keys are the
+    trainer's own, so only their distributions and references are checked here."""
+    from search.contract import load_trainer
+
+    load_trainer(space.trainer, f"{path}: trainer")
+    base_path = _resolve_base(path, space.base) if space.base is not None else None
+    base = read_yaml_mapping(base_path) if base_path is not None else {}
+    if "trainer" in base:  # a run file (python scripts/train.py runs it): its config is the base
+        if base["trainer"] != space.trainer:
+            raise ConfigError(f"{path}: base: {base_path} is a run file of trainer {base['trainer']!r}, "
+                              f"not the space's {space.trainer!r}")
+        base = base.get("config") or {}
+    for key, value in space.set.items():
+        set_dotted(base, key, value)
+    _check_params(path, space.params)
     return LoadedSpace(path, space, base_path, base)
 
 

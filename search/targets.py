@@ -1,23 +1,27 @@
-"""The one place for the thresholds a run is judged by, and the rules built on them.
+"""The one place for the thresholds a run is judged by, the seed's own figures they come from,
+and the rules built on them.
 
-- `SEED`: the seed's checklist, literally: codebook usage > 15%, context effective rank > 10,
-  target effective rank > 20, final val loss < 8.
-- `calibrated()`: the same bars re-measured at our model size by `scripts/study.py calibrate`
-  (search/study.py: calibrate), read from `search/calibrated_targets.yaml`. The seed put its rank
-  bars at 0.79 and 0.81 of its own no-VQ run's lowest ranks (10 / 12.7 and 20 / 24.7);
-  calibration applies the same ratio, `CALIBRATION_RATIO`, to the lowest rank our no-VQ
-  diagnostic reaches over its epochs and seeds. The seed put its val-loss bar at 8 / 7.75 of its
-  no-VQ run's final val loss (`VAL_LOSS_RATIO`); calibration applies it to the highest final val
-  loss of our no-VQ diagnostic over its seeds. Usage has no no-VQ reference and keeps the seed's
-  15%. Without the file, calibrated() is SEED.
-- The bars with no no-VQ figure in the seed (gradient norm mean < 50 and max < 150, no val-loss
-  spike over 2x) are the seed's in both sets: `SPIKE_RATIO`, `GRAD_MEAN_MAX`, `GRAD_MAX_MAX`.
+- `SEED`: the seed's checklist, literally (codebook usage, context and target effective rank,
+  final val loss).
+- `SEED_NO_VQ`, `SEED_SIXTH_RUN`: the figures the seed reports for its no-VQ diagnostic and for
+  its failed sixth run; the study quotes them from here.
+- `calibrated()`: the same bars re-measured at our model size by `python scripts/study.py
+  calibrate` (study/part1.py), read from `search/calibrated_targets.yaml`. The seed put its rank
+  bars just under its own no-VQ run's lowest ranks (SEED over SEED_NO_VQ's first-epoch ranks);
+  calibration applies that ratio, `CALIBRATION_RATIO`, to the lowest rank our no-VQ diagnostic
+  reaches over its epochs and seeds. The seed put its val-loss bar just above its no-VQ run's
+  final val loss (`VAL_LOSS_RATIO`); calibration applies it to the highest final val loss of our
+  no-VQ diagnostic over its seeds. Usage has no no-VQ reference and keeps the seed's bar. Without
+  the file, calibrated() is SEED.
+- The bars with no no-VQ figure in the seed (the gradient-norm mean and max, the val-loss spike)
+  are the seed's in both sets: `SPIKE_RATIO`, `GRAD_MEAN_MAX`, `GRAD_MAX_MAX`.
 - `collapsed(...)`: the collapse rule of the search (its stopper, trials.csv's "collapsed").
-- `seed_signature(...)`: whether a run shows the seed's failure (usage below 5% and context rank
-  below 3 within 30 epochs), the bar the re-based `configs/sixth_run.yaml` is held to.
+- `seed_signature(...)`: whether a run shows the seed's failure (usage below SIGNATURE_USAGE and
+  context rank below SIGNATURE_CONTEXT_RANK within SIGNATURE_BY_EPOCH epochs), the bar the
+  re-based `configs/sixth_run.yaml` is held to.
 
-Everything that judges a run (search/score.py, search/checklist.py, search/space.py's objective,
-search/report.py, search/export.py, search/runner.py, scripts/verify.py) reads these.
+Everything that judges a run reads these through search/judge.py (the checklist, the ranking of
+trials) or directly (search/score.py's margin, search/space.py's objective, the collapse stopper).
 """
 
 from __future__ import annotations
@@ -43,8 +47,13 @@ class Targets:
 
 SEED = Targets(usage=0.15, context_rank=10.0, target_rank=20.0, source="seed checklist (literal)",
                final_val_loss=8.0)
-CALIBRATION_RATIO = 0.8  # the seed's bars over its no-VQ run's lowest ranks: 10/12.7 = 0.79, 20/24.7 = 0.81
-VAL_LOSS_RATIO = 8.0 / 7.75  # the seed's val-loss bar over its no-VQ run's final val loss (7.75)
+# The seed's own figures, as its report gives them (../shared/seed): its no-VQ diagnostic (context
+# rank from its first to its last epoch, target rank likewise, final val loss) and its sixth run's
+# failure (usage from, to; the collapsed context rank's range; the epoch it stopped at, of its plan).
+SEED_NO_VQ = {"context_rank": (12.7, 33.2), "target_rank": (24.7, 43.1), "final_val_loss": 7.75}
+SEED_SIXTH_RUN = {"usage": (0.24, 0.017), "context_rank": (1.36, 1.88), "stopped_at": 22, "planned_epochs": 80}
+CALIBRATION_RATIO = 0.8  # the seed's rank bars over its no-VQ run's lowest ranks: 10 / 12.7 and 20 / 24.7, rounded
+VAL_LOSS_RATIO = SEED.final_val_loss / SEED_NO_VQ["final_val_loss"]  # the seed's val-loss bar over its no-VQ final
 # The seed's bars that have no calibrated counterpart (its no-VQ run's gradient norms are not given).
 SPIKE_RATIO, GRAD_MEAN_MAX, GRAD_MAX_MAX = 2.0, 50.0, 150.0
 CALIBRATED_FILE = Path(__file__).with_name("calibrated_targets.yaml")
@@ -116,6 +125,12 @@ def seed_signature(history: list[dict]) -> dict:
 JUDGING_FILE = "targets.json"
 
 
+def mode_of(goal: str) -> str:
+    """'max' for goal health, 'min' for goal collapse: how ASHA, Optuna, the export and the report
+    rank scores (search/judge.py: sign)."""
+    return "min" if goal == "collapse" else "max"
+
+
 @dataclass(frozen=True)
 class Judging:
     goal: str  # health | collapse
@@ -125,7 +140,7 @@ class Judging:
 
     @property
     def mode(self) -> str:
-        return "min" if self.goal == "collapse" else "max"
+        return mode_of(self.goal)
 
     def as_dict(self) -> dict:
         return {"goal": self.goal, "mode": self.mode, "targets": self.targets.as_dict(), "seed": SEED.as_dict(),

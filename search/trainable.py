@@ -1,17 +1,19 @@
-"""The Ray adapter: Ray's config dict in, the trainer's typed config out, one report per epoch.
+"""The Ray adapter: a trial's parameters in, the trainer run, one report per epoch to Ray.
 
-This is the only place a trial touches dicts. Each report carries every trainer metric plus
-`score` (search/score.py: the checklist judged on the run so far plus a health margin; its value
-at the trial's last epoch is the trial's objective), `checklist/passed`,
-`score/best` (best score so far, for information), `trial/finished` (1.0 on the trainer's own last epoch, so a trial that
-ends without it was stopped by ASHA or the collapse stopper) and a checkpoint, so ASHA can
-pause a trial and Ray can resume it.
+Two trainers behind it. Without `trainer:` in the space, this project's JEPA (model/train.py):
+the parameters become its typed config (the only dict-to-typed step of a trial). With one, the
+user's function through the trainer contract (search/contract.py): the parameters as a nested
+dict and a Run. Either way each report to Ray carries every metric the trainer gave plus `score`
+(search/score.py: the checklist judged on the run so far plus a health margin; its value at the
+trial's last epoch is the trial's objective), `score/best` (for information), `checklist/passed`,
+`trial/finished` (1.0 on the trial's own last epoch, so a trial that ends without it was stopped
+by ASHA or the collapse stopper) and the epoch's checkpoint.
 
-TensorBoard: one run per trial, the trainer's `run/tb`, written by the trainer's one writer (two
-writers on one run make TensorBoard purge steps it sees go backwards). This adapter hands it
-`score`, `score/best` and the checklist's deciding values (`checklist/<item>`, `checklist/passed`)
-for each epoch, and the trial's parameters as TensorBoard HParams, so trials can be compared by
-parameter. Ray's own TensorBoard logger is off (search/runner.py): no second copy of each trial.
+TensorBoard: one run per trial, `run/tb`, written by one writer (two writers on one run make
+TensorBoard purge steps it sees go backwards): the JEPA trainer's, or the contract's Run. This
+adapter hands it `score`, `score/best` and the checklist's deciding values (`checklist/<item>`,
+`checklist/passed`) each epoch, and (JEPA) the trial's parameters as TensorBoard HParams. Ray's own
+TensorBoard logger is off (search/ray_env.py): no second copy of each trial.
 """
 
 from __future__ import annotations
@@ -21,23 +23,65 @@ import math
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
 import ray
+import yaml
 from ray import tune
 
-from model.io import atomic_write_json
+from model.io import atomic_write_json, atomic_write_text
 
-from search.checklist import evaluate_checklist
 from search.export import read_jsonl
+from search.judge import checklist, sign
 from search.score import diverged_score, objective_score
 from search.space import LoadedSpace
 
 
+# TensorBoard's HParams view: the scalars each trial's parameters are compared by
+HPARAM_METRICS = ("score", "codebook/usage", "rank/context", "rank/target", "val/loss", "val/loss_reference",
+                  "codes/nmi_colour")
 WORKER_KEY = "__worker__"  # search/runner.py's TrialWorker hands run_trial its worker's record under this key
+
+
+class TrialScorer:
+    """A trial's objective, epoch by epoch, judged on its whole history so far against its whole
+    budget ("ran all epochs" passes only at the trial's last epoch, so a trial stopped by ASHA
+    never outranks one that ran its budget on that item): the score, the best score so far and
+    the checklist's deciding values."""
+
+    def __init__(self, objective, epochs: int):
+        self.objective, self.epochs, self.targets = objective, epochs, objective.resolved_targets()
+        self.better = sign(objective.mode)
+        self.best = -self.better * math.inf
+        self.latest: dict[str, float] = {}
+
+    def __call__(self, history: list[dict]) -> dict[str, float]:
+        score = objective_score(history, self.epochs, self.objective)
+        self.best = max(self.best, score) if self.better > 0 else min(self.best, score)
+        items = checklist(history, self.epochs, self.targets)
+        values = {f"checklist/{k}": float(i["value"]) for k, i in items.items() if isinstance(i["value"], (int, float))}
+        self.latest = {"score": score, "score/best": self.best, "checklist/passed": float(sum(i["pass"] is True
+                                                                                            for i in items.values()))}
+        return {**self.latest, **values}
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None, final: bool) -> None:
+        """tune.report of the epoch with the score computed for it, and its checkpoint (its
+        metadata names the epoch it belongs to: a restored contract trial resumes its history there)."""
+        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        if checkpoint is not None:
+            checkpoint.set_metadata({"epoch": metrics["epoch"]})
+        tune.report({**metrics, **self.latest, "trial/finished": float(final), "trial/diverged": 0.0},
+                    checkpoint=checkpoint)
+
+    def diverged(self, epoch: int) -> None:
+        """One last report for a trial whose trainer diverged, so the search records it and moves on."""
+        score = diverged_score(self.objective.goal)
+        tune.report({"epoch": epoch, "score": score, "score/best": self.best if math.isfinite(self.best) else score,
+                     "trial/finished": 1.0, "trial/diverged": 1.0, "val/loss": math.nan, "train/loss": math.nan})
 
 
 def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int,
@@ -49,20 +93,10 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
     trainer sets torch's thread count), and the trial's files go to its own folder (trial_folder).
     `config` may carry the worker's record under WORKER_KEY: when it took this trial (its process
     start for its first trial, the reset for a later one) and how many trials it has run."""
-    from model.train import train  # imported in the trial process
-
     config = dict(config)
     worker = config.pop(WORKER_KEY, None) or {"assigned": psutil.Process().create_time(), "trials": 1}
     context = tune.get_context()
-    cfg = space.trial_config(config, epochs=epochs, name=context.get_trial_id(), num_threads=num_threads)
     run_dir = trial_folder(context.get_trial_dir(), experiment_dir) / "run"
-    # The working checkpoint lives outside the trial folder, which Ray syncs to storage while the
-    # trainer writes; Ray keeps the reported checkpoints (checkpoint_0000NN) there itself.
-    checkpoint_dir = Path(tempfile.mkdtemp(prefix=f"ckpt-{context.get_trial_id()}-"))
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # restored by Ray (retry, Tuner.restore)
-        with checkpoint.as_directory() as d:
-            shutil.copy2(Path(d) / "state.pt", checkpoint_dir / "state.pt")
     placement = {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
                  "pid": os.getpid(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                  "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -71,44 +105,69 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
                  "start": time.time()}
     atomic_write_json(run_dir / "placement.json", placement)  # where and when this trial ran
     _checkpoint_lines_to_file(run_dir / "checkpoints.log")
-    objective = space.space.objective
-    targets = objective.resolved_targets()
-    sign = 1 if objective.mode == "max" else -1
-    best = {"score": -sign * math.inf}
-    latest = {}
+    scorer = TrialScorer(space.space.objective, epochs)
 
-    def scalars(metrics: dict, final: bool) -> dict[str, float]:
-        """This epoch's score (judged on the whole run so far, search/score.py), score/best and the
-        checklist's deciding values, for the trainer's TensorBoard run and this epoch's report."""
-        history = read_jsonl(run_dir / "metrics.jsonl")  # the whole run so far, a restored one too
-        # judged against the whole budget: "ran all epochs" passes only at the trial's last epoch,
-        # so a trial stopped by ASHA never outranks one that ran its budget on that item
-        score = objective_score(history, epochs, objective)
-        best["score"] = max(best["score"], score) if sign > 0 else min(best["score"], score)
-        items = evaluate_checklist(history, epochs, targets)
-        values = {f"checklist/{k}": float(i["value"]) for k, i in items.items()
-                  if isinstance(i["value"], (int, float))}
-        latest.update(score=score, passed=float(sum(i["pass"] for i in items.values())))
-        return {"score": score, "score/best": best["score"], **values, "checklist/passed": latest["passed"]}
+    def reported(metrics: dict, checkpoint_dir: Path | None, final: bool) -> None:
+        atomic_write_json(run_dir / "placement.json", {**placement, "end": time.time()})  # time of the latest report
+        scorer.report(metrics, checkpoint_dir, final)
 
-    def report(metrics: dict, checkpoint_dir: Path, final: bool) -> None:
-        atomic_write_json(run_dir / "placement.json", {**placement, "end": time.time()})  # latest report
-        tune.report({**metrics, "score": latest["score"], "score/best": best["score"],
-                     "checklist/passed": latest["passed"], "trial/finished": float(final), "trial/diverged": 0.0},
-                    checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
-
+    # The working checkpoint lives outside the trial folder, which Ray syncs to storage while the
+    # trainer writes; Ray keeps the reported checkpoints (checkpoint_0000NN) there itself.
+    restored = Path(tempfile.mkdtemp(prefix=f"ckpt-{context.get_trial_id()}-"))
+    checkpoint = tune.get_checkpoint()
     try:
-        result = train(cfg, run_dir, on_epoch=report, checkpoint_dir=checkpoint_dir, extra_scalars=scalars,
-                       hparams=config)
+        if checkpoint is not None:  # restored by Ray (retry, Tuner.restore)
+            with checkpoint.as_directory() as d:
+                shutil.copytree(d, restored, dirs_exist_ok=True)
+        if space.trainer is None:
+            _train_jepa(config, space, epochs, num_threads, context.get_trial_id(), run_dir, restored, scorer, reported)
+        else:
+            _train_contract(config, space, epochs, context.get_trial_id(), run_dir,
+                            restored if checkpoint is not None else None, checkpoint, scorer, reported)
     finally:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    if result.status == "diverged":  # one last report so the search records it and moves on
-        epoch = result.epochs + 1
-        score = diverged_score(objective.goal)
-        tune.report({"epoch": epoch, "score": score, "score/best": best["score"] if math.isfinite(best["score"]) else score,
-                     "trial/finished": 1.0, "trial/diverged": 1.0, "val/loss": math.nan,
-                     "train/loss": math.nan})
+        shutil.rmtree(restored, ignore_errors=True)
 
+
+def _train_jepa(config: dict, space: LoadedSpace, epochs: int, num_threads: int, trial_id: str, run_dir: Path,
+                checkpoint_dir: Path, scorer: TrialScorer, reported) -> None:
+    """The JEPA trainer (model/train.py), its working checkpoint in `checkpoint_dir` (Ray's restored one, if any)."""
+    from model.train import train  # imported in the trial process
+
+    cfg = space.trial_config(config, epochs=epochs, name=trial_id, num_threads=num_threads)
+    result = train(cfg, run_dir, on_epoch=reported, checkpoint_dir=checkpoint_dir,
+                   extra_scalars=lambda metrics, final: scorer(read_jsonl(run_dir / "metrics.jsonl")),
+                   hparams=config, hparam_metrics=HPARAM_METRICS)
+    if result.status == "diverged":
+        scorer.diverged(result.epochs + 1)
+
+
+def _train_contract(config: dict, space: LoadedSpace, epochs: int, trial_id: str, run_dir: Path,
+                    restored: Path | None, checkpoint, scorer: TrialScorer, reported) -> None:
+    """A user's trainer through the contract (search/contract.py): the parameters as a nested dict,
+    a Run whose reports are scored and go to Ray with their checkpoint. A restored trial resumes
+    its history at the restored checkpoint's epoch (Checkpoint metadata `epoch`)."""
+    from search.contract import Run, load_trainer, run_file
+
+    if space.trainer_root not in sys.path:
+        sys.path.insert(0, space.trainer_root)  # the folder the search runs in: the trainer imports from there
+    trainer = load_trainer(space.trainer, "trainer")
+    nested = space.contract_config(config)
+    seed = space.space.seed
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(run_file(space.trainer, trial_id, seed, epochs, nested),
+                                                              sort_keys=False))
+    kept = int((checkpoint.get_metadata() or {}).get("epoch", 0)) if checkpoint is not None else 0
+    history = read_jsonl(run_dir / "metrics.jsonl")[:kept]  # a retry without a checkpoint starts over
+
+    def on_report(row: dict, checkpoint_dir: Path | None, final: bool) -> dict[str, float]:
+        extra = scorer(run.history)
+        reported(row, checkpoint_dir, final)
+        return extra
+
+    run = Run(space.trainer, epochs, seed, run_dir, restored, history, on_report)
+    try:
+        trainer(nested, run)
+    finally:
+        run.close()
 
 
 def trial_folder(ray_trial_dir: str, experiment_dir: str | None) -> Path:

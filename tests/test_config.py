@@ -47,8 +47,18 @@ def test_scientific_notation_and_overrides(tmp_path):
 
 
 def test_all_shipped_configs_validate():
+    """Every JEPA config validates; every run file (a contract trainer's) validates as its trainer's config."""
+    from model.config import read_yaml_mapping
+    from model.vqvae import vqvae_config
+    from search.contract import read_run_file
+
     for path in sorted((ROOT / "configs").glob("*.yaml")):
-        assert isinstance(load_config(path), TrainConfig), path
+        raw = read_yaml_mapping(path)
+        if "trainer" in raw:
+            assert read_run_file(raw, str(path))["trainer"] == "model.vqvae:train", path
+            vqvae_config(raw["config"], str(path))
+        else:
+            assert isinstance(load_config(path), TrainConfig), path
 
 
 def test_train_script_rejects_bad_config_exit_2_no_traceback(tmp_path, results):

@@ -229,17 +229,21 @@ def test_report_matches_the_stored_metrics(smoke):
     finals = sorted((t["results"][-1]["score"] for t in trials), reverse=True)
     shown = [float(line.split("|")[4]) for line in table]  # the final-score column, best first
     assert shown == pytest.approx([round(f, 5) for f in finals], abs=1e-5)
-    from search.checklist import evaluate_checklist, format_item
-    from search.targets import SEED, read_judging
+    from search.judge import format_item, judge
+    from search.targets import read_judging
 
     targets = read_judging(exp).targets
     for t in trials:  # each row's checklist is the one evaluated on that trial's history
         history = [json.loads(x) for x in (t["path"] / "run" / "metrics.jsonl").read_text().splitlines()]
-        checks = evaluate_checklist(history, 2, targets)
+        judgement = judge(history, 2, targets)
         row = next(line for line in table if line.startswith(f"| `{t['path'].name.removeprefix('trial_')}`"))
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[-9:-1] == [format_item(v) for v in checks.values()]
-        assert cells[-1] == f"{sum(v['pass'] for v in evaluate_checklist(history, 2, SEED).values())}/8"
+        assert cells[-9:-1] == [format_item(k, v) for k, v in judgement.items.items()]
+        assert cells[-1] == f"{judgement.seed_verdict['passed']}/8"
+        assert "x @" in cells[-6] or cells[-6].startswith("pass: max 1.00x")  # the spike shown as a ratio
+    # the report's best trial is the one best_trial.json names (one ranking, search/judge.py)
+    best = json.loads((exp / "best_trial.json").read_text())["trial_id"]
+    assert f"Best trial: `{best}`" in text and table[0].startswith(f"| `{best}`")
     header = next(line for line in top.splitlines() if line.startswith("| trial"))
     assert "usage > 15% every epoch" in header  # columns say what they judge
     assert "Ran with python " in text and "torch " in text and "optuna " in text and "scripts/search.py" in text

@@ -1,4 +1,5 @@
-"""scripts/study.py's stages on a tiny budget (real trainer, real ARC subset), into temp folders."""
+"""The study package's stages on a tiny budget (real trainer, real ARC subset), into temp folders, and
+its pure summaries on hand-built trials."""
 
 import json
 import math
@@ -7,18 +8,17 @@ import pytest
 import yaml
 from scipy.stats import spearmanr
 
-from search import study
 from search.score import items_passed, run_score
-from search.study_doc import write_study_doc
 from search.targets import CALIBRATION_RATIO, calibrated
-
-pytestmark = pytest.mark.slow
+from study import part1, part2, protocol
+from study.doc import write_study_doc
 TINY = ("data.max_tasks=60", "training.batch_size=32", "vq.refresh_interval=4")
 
 
+@pytest.mark.slow
 def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
     docs, runs, targets_file = tmp_path / "docs", tmp_path / "runs", tmp_path / "calibrated_targets.yaml"
-    confirm = study.stage_confirm(workers=2, epochs=2, seeds=(0, 1), configs=("sixth_run", "diagnostic_no_vq"),
+    confirm = part1.stage_confirm(workers=2, epochs=2, seeds=(0, 1), configs=("sixth_run", "diagnostic_no_vq"),
                                   overrides=TINY, docs=docs, runs=runs)
     assert [r["name"] for r in confirm["runs"]] == ["sixth_run-seed0", "sixth_run-seed1",
                                                     "diagnostic_no_vq-seed0", "diagnostic_no_vq-seed1"]
@@ -31,7 +31,7 @@ def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
     assert sixth["min"]["codebook/usage"] == min(r["codebook/usage"] for r in rows)
     assert 0 <= sixth["final"]["codes/nmi_colour"] <= 1 and math.isnan(confirm["runs"][2]["final"]["codes/nmi_colour"])
 
-    cal = study.stage_calibrate(docs=docs, runs=runs, target_file=targets_file, seeds=(0, 1))
+    cal = part1.stage_calibrate(docs=docs, runs=runs, target_file=targets_file, seeds=(0, 1))
     no_vq = [json.loads(x) for s in (0, 1) for x in
              (runs / "confirm" / f"diagnostic_no_vq-seed{s}" / "metrics.jsonl").read_text().splitlines()]
     expected = round(CALIBRATION_RATIO * min(r["rank/context"] for r in no_vq), 2)
@@ -43,7 +43,7 @@ def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
                          .splitlines()[-1])["val/loss_reference"] for s in (0, 1)]
     assert calibrated(targets_file).final_val_loss == round(max(finals) * 8 / 7.75, 2)
 
-    corr = study.stage_rankcorr(workers=2, n=3, epochs=1, seeds=(0, 1), overrides=TINY, docs=docs, runs=runs)
+    corr = part1.stage_rankcorr(workers=2, n=3, epochs=1, seeds=(0, 1), overrides=TINY, docs=docs, runs=runs)
     assert len(corr["table"]) == 3
     seed_scores = {s: [] for s in (0, 1)}
     for i in range(3):
@@ -61,15 +61,15 @@ def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
     # production: a config written from an experiment's winner, trained with fresh seeds, judged item by item
     exp = tmp_path / "exp"
     exp.mkdir()
-    (exp / "best_config.yaml").write_text((study.ROOT / "configs" / "sixth_run.yaml").read_text())
+    (exp / "best_config.yaml").write_text((protocol.ROOT / "configs" / "sixth_run.yaml").read_text())
     (exp / "best_trial.json").write_text(json.dumps({"trial_id": "abc"}))
     production = tmp_path / "stable_production.yaml"
-    study.write_production_config(exp, production)
+    part2.write_production_config(exp, production)
     cfg = yaml.safe_load(production.read_text())
-    assert cfg["name"] == "stable_production" and cfg["training"]["epochs"] == study.PRODUCTION_EPOCHS
+    assert cfg["name"] == "stable_production" and cfg["training"]["epochs"] == protocol.PRODUCTION_EPOCHS
     assert "trial abc" in production.read_text() and cfg["vq"] == yaml.safe_load(
-        (study.ROOT / "configs" / "sixth_run.yaml").read_text())["vq"]
-    prod = study.stage_production(workers=2, seeds=(7, 8), config=production, epochs=2, overrides=TINY,
+        (protocol.ROOT / "configs" / "sixth_run.yaml").read_text())["vq"]
+    prod = part2.stage_production(workers=2, seeds=(7, 8), config=production, epochs=2, overrides=TINY,
                                   docs=docs, runs=runs)
     assert [r["name"] for r in prod["runs"]] == ["stable_production-seed7", "stable_production-seed8"]
     assert all(r["epochs"] == 2 for r in prod["runs"])
@@ -79,7 +79,7 @@ def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
 
     variants = (("sixth_run (mean)", "sixth_run", ()), ("k-means init", "sixth_run", ("vq.init=kmeans",)),
                 ("context last", "context_last", ()))
-    fixes = study.stage_fixes(workers=2, epochs=1, seeds=(0,), variants=variants, overrides=TINY, docs=docs, runs=runs)
+    fixes = part2.stage_fixes(workers=2, epochs=1, seeds=(0,), variants=variants, overrides=TINY, docs=docs, runs=runs)
     assert [v["name"] for v in fixes["variants"]] == [v[0] for v in variants]
     kmeans = yaml.safe_load((runs / "fixes" / "k-means_init-seed0" / "config.yaml").read_text())
     assert kmeans["vq"]["init"] == "kmeans"  # the variant's override reached the run
@@ -90,13 +90,13 @@ def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
     text = out.read_text()
     assert "**Answer (order-aware context against mean pooling).** context last: val loss" in text
     assert "`sixth_run` shows the seed's signature in" in text and "Spearman" in text
-    assert "## 7. The production config over 80 epochs" in text and "over 2 epochs" in text
+    assert f"## 7. The production config over {protocol.PRODUCTION_EPOCHS} epochs" in text and "over 2 epochs" in text
     assert "Not run yet: `python scripts/study.py main`" in text
     assert "Not run yet: `python scripts/study.py collapse`" in text  # a stage without a summary says so
 
 
 def test_search_trials_grouped_by_a_parameter():
-    """study._groups: per value, the best by score (trials come best first) and the lowest final
+    """part2._groups: per value, the best by score (trials come best first) and the lowest final
     val loss among the full-budget trials, with the items each fails."""
     def trial(tid, kind, score, epochs, val, failed=()):
         items = {"a": {"pass": "a" not in failed, "label": "item a"}, "b": {"pass": "b" not in failed, "label": "item b"}}
@@ -105,7 +105,7 @@ def test_search_trials_grouped_by_a_parameter():
 
     trials = [trial("t1", "ema", 8.5, 24, 13.0), trial("t2", "ema", 7.4, 24, 12.0, ("b",)),
               trial("t3", "fsq", 4.0, 9, 18.0, ("a", "b")), trial("t4", None, 3.0, 24, 14.0, ("a",))]
-    groups = study._groups(trials, "vq.kind", planned=24)
+    groups = part2._groups(trials, "vq.kind", planned=24)
     assert list(groups) == ["ema", "fsq", "(base)"]  # values in order, the base config (param off) last
     assert groups["ema"]["trials"] == 2 and groups["ema"]["full_budget"] == 2
     assert groups["ema"]["best"]["trial_id"] == "t1" and groups["ema"]["best"]["failed"] == []
@@ -116,7 +116,7 @@ def test_search_trials_grouped_by_a_parameter():
 
 
 def test_the_loss_yardstick_table_and_the_runs_it_covers():
-    """study.loss_yardstick: the full-budget trials' own and reference val losses, lowest relational
+    """part2.loss_yardstick: the full-budget trials' own and reference val losses, lowest relational
     weight first (the base config's weight where the trial did not set it); empty when the space
     does not search the weights. And docs/study.md's claim that sections 8 and 9 need no yardstick:
     every fix variant, and the bases of the quantizer and context spaces, train with REFERENCE_WEIGHTS."""
@@ -131,39 +131,40 @@ def test_the_loss_yardstick_table_and_the_runs_it_covers():
                           "grad_norm_max": {"pass": weight is not None}}}
 
     space = {"params": {"relational_loss.weight": {}, "vq.ema_decay": {}}}
-    rows = study.loss_yardstick([trial("a", 0.02, 9.0, 15.0, False), trial("b", None, 13.0, 13.0, True),
+    rows = part2.loss_yardstick([trial("a", 0.02, 9.0, 15.0, False), trial("b", None, 13.0, 13.0, True),
                                  trial("c", 0.01, 8.0, 14.0, True)], space)
     assert [r["trial_id"] for r in rows] == ["c", "a", "b"]
     assert rows[2]["relational_loss.weight"] == REFERENCE_WEIGHTS.relational
     assert rows[2]["relational_loss.context_self_weight"] == REFERENCE_WEIGHTS.context_self
     assert (rows[1]["val/loss"], rows[1]["val/loss_reference"], rows[1]["final_val_loss_pass"]) == (9.0, 15.0, False)
     assert rows[1]["grad_items_pass"] and not rows[2]["grad_items_pass"]  # both gradient items, or FAIL
-    assert study.loss_yardstick([trial("a", 0.02, 9.0, 15.0, False)], {"params": {"vq.ema_decay": {}}}) == []
+    assert part2.loss_yardstick([trial("a", 0.02, 9.0, 15.0, False)], {"params": {"vq.ema_decay": {}}}) == []
 
-    for _, config, overrides in study.FIXES:
-        assert loss_weights(load_config(study.ROOT / "configs" / f"{config}.yaml", list(overrides))) == REFERENCE_WEIGHTS
+    for _, config, overrides in protocol.FIXES:
+        assert loss_weights(load_config(protocol.ROOT / "configs" / f"{config}.yaml", list(overrides))) == REFERENCE_WEIGHTS
     for name in ("quantizer", "context"):
-        space = yaml.safe_load((study.ROOT / "spaces" / f"{name}.yaml").read_text())
+        space = yaml.safe_load((protocol.ROOT / "spaces" / f"{name}.yaml").read_text())
         assert not any(k.startswith(("relational_loss.", "loss.sigreg")) for k in space["params"])
-        base = (study.ROOT / "spaces" / space["base"]).resolve()
+        base = (protocol.ROOT / "spaces" / space["base"]).resolve()
         assert loss_weights(load_config(base)) == REFERENCE_WEIGHTS
 
 
+@pytest.mark.slow
 def test_the_reference_stage_judges_the_no_vq_run_like_the_winner(tmp_path):
     """stage_reference: diagnostic_no_vq with the given seeds and budget (real trainer, tiny data),
     each item judged by the checklist on the run; the document's table says what it fails."""
-    from search.study_doc import reference_table
+    from study.doc import reference_table
 
     docs, runs = tmp_path / "docs", tmp_path / "runs"
-    ref = study.stage_reference(workers=2, seeds=(1000, 1001), epochs=(2,), overrides=TINY, docs=docs, runs=runs)
+    ref = part2.stage_reference(workers=2, seeds=(1000, 1001), epochs=(2,), overrides=TINY, docs=docs, runs=runs)
     budget = ref["budgets"]["2"]
     assert [r["seed"] for r in budget["runs"]] == [1000, 1001]
     assert all(r["status"] == "completed" and r["epochs"] == 2 for r in budget["runs"])
-    rows = [json.loads(x) for x in (runs / "reference" / study.reference_run_name(2, 1000, study.main_schedule()) / "metrics.jsonl")
+    rows = [json.loads(x) for x in (runs / "reference" / part2.reference_run_name(2, 1000, part2.main_schedule()) / "metrics.jsonl")
             .read_text().splitlines()]
     assert math.isnan(rows[-1]["codebook/usage"])  # no quantizer: usage is undefined, and its item left out
     # the main space's learning-rate schedule, as the winner trains with it (a cosine ends at its final lr)
-    assert ref["schedule"] == study.main_schedule() and ref["schedule"]["training.lr_schedule"] == "cosine"
+    assert ref["schedule"] == part2.main_schedule() and ref["schedule"]["training.lr_schedule"] == "cosine"
     assert rows[-1]["train/lr"] == pytest.approx(1e-3 * ref["schedule"].get("training.final_lr_fraction", 0.01))
     assert "usage_throughout" not in budget["pass_counts"] and "target_rank" in budget["pass_counts"]
     assert budget["pass_counts"]["completed_all_epochs"] == 2
@@ -174,16 +175,17 @@ def test_the_reference_stage_judges_the_no_vq_run_like_the_winner(tmp_path):
     assert "Not run yet" in "\n".join(reference_table(ref, 80))
 
 
+@pytest.mark.slow
 def test_the_unquantized_stage_is_the_production_config_without_its_codebook(tmp_path):
     """stage_unquantized: configs/stable_production.yaml with vq.enabled=false (real trainer, tiny
     data), everything else the production config's; judged like the reference, its table in the doc."""
-    from search.study_doc import unquantized_table
+    from study.doc import unquantized_table
 
     docs, runs = tmp_path / "docs", tmp_path / "runs"
-    unq = study.stage_unquantized(workers=1, seeds=(1000,), epochs=(2,), overrides=TINY, docs=docs, runs=runs)
-    run_dir = runs / "unquantized" / study.unquantized_run_name(2, 1000)
+    unq = part2.stage_unquantized(workers=1, seeds=(1000,), epochs=(2,), overrides=TINY, docs=docs, runs=runs)
+    run_dir = runs / "unquantized" / part2.unquantized_run_name(2, 1000)
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    production = yaml.safe_load(study.PRODUCTION_CONFIG.read_text())
+    production = yaml.safe_load(protocol.PRODUCTION_CONFIG.read_text())
     assert resolved["vq"]["enabled"] is False and production["vq"]["enabled"] is True
     for section in ("model", "relational_loss", "loss"):
         assert resolved[section] == production[section]
@@ -196,3 +198,37 @@ def test_the_unquantized_stage_is_the_production_config_without_its_codebook(tmp
     text = "\n".join(unquantized_table(unq, 2))
     assert "`vq.enabled=false`" in text and "unquantized seed 1000 (completed, 2 ep)" in text
     assert "Not run yet: `python scripts/study.py unquantized`" in "\n".join(unquantized_table(None, 2))
+
+
+@pytest.mark.slow
+def test_the_ladder_picks_the_rung_closest_to_the_seed_and_calibrates_there(tmp_path):
+    """stage_ladder on two tiny rungs (real trainer, tiny data): every rung with the first seed, the
+    closest rung with every seed; the closeness is the formula's, the targets the existing rule's."""
+    from search.targets import SEED_NO_VQ, calibrate_from
+    from study import ladder
+    from study.doc import section_ladder
+
+    docs, runs = tmp_path / "docs", tmp_path / "runs"
+    out = ladder.stage_ladder(workers=2, epochs=2, dims=(16, 32), data=("arc1",), seeds=(0, 1), docs=docs, runs=runs,
+                              overrides=TINY)
+    assert [(e["dim"], e["data"]) for e in out["rungs"]] == [(16, "arc1"), (32, "arc1")]
+    first = [e["seeds"]["0"]["no_vq"] for e in out["rungs"]]
+    expected = [sum(abs(math.log(a / b)) for a, b in zip(
+        (f["context_first"], f["context_end"], f["target_first"], f["target_end"]),
+        (*SEED_NO_VQ["context_rank"], *SEED_NO_VQ["target_rank"]))) / 4 for f in first]
+    assert [e["closeness"] for e in out["rungs"]] == pytest.approx(expected)
+    chosen = out["rungs"][expected.index(min(expected))]
+    assert (out["chosen"]["dim"], out["chosen"]["data"]) == (chosen["dim"], chosen["data"])
+    assert set(chosen["seeds"]) == {"0", "1"}  # every seed at the chosen rung ...
+    other = out["rungs"][1 - expected.index(min(expected))]
+    assert set(other["seeds"]) == {"0"}  # ... the first elsewhere
+    rows = [[json.loads(x) for x in (runs / "ladder" / ladder.run_name("diagnostic_no_vq", chosen["dim"], "arc1", s)
+                                     / "metrics.jsonl").read_text().splitlines()] for s in (0, 1)]
+    targets = calibrate_from([r["rank/context"] for rs in rows for r in rs], [r["rank/target"] for rs in rows for r in rs],
+                             [rs[-1]["val/loss_reference"] for rs in rows])
+    assert out["at_chosen"]["calibrated"] == targets.as_dict()
+    config = yaml.safe_load((runs / "ladder" / ladder.run_name("sixth_run", 32, "arc1", 0) / "config.yaml").read_text())
+    assert (config["model"]["dim"], config["model"]["heads"], config["model"]["predictor_hidden"]) == (32, 2, 64)
+    text = "\n".join(section_ladder(out))
+    assert f"dim {chosen['dim']}, data arc1" in text and "![ladder](study/ladder.png)" in text
+    assert (docs / "ladder.png").is_file()

@@ -6,8 +6,8 @@ import math
 import pytest
 
 from search import targets as T
-from search.checklist import evaluate_checklist
-from search.score import diverged_score, goal_mode, objective_score, run_score
+from search.judge import checklist
+from search.score import diverged_score, objective_score, run_score
 from search.space import load_space
 from tests.conftest import ROOT
 
@@ -60,12 +60,12 @@ def test_score_and_checklist_follow_the_targets():
     history = [{"epoch": 1, "codebook/usage": 0.5, "rank/context": 9.0, "rank/target": 16.0, "val/loss": 1.0,
                 "val/loss_reference": 1.0, "grad/norm_mean": 1.0, "grad/norm_max": 2.0}]
     assert int(run_score(history, 1, lower)) == int(run_score(history, 1)) + 2  # both rank items pass
-    assert not evaluate_checklist(history, 1)["context_rank"]["pass"]
-    assert evaluate_checklist(history, 1, lower)["context_rank"]["pass"]
+    assert not checklist(history, 1)["context_rank"]["pass"]
+    assert checklist(history, 1, lower)["context_rank"]["pass"]
 
 
 def test_goal_collapse_minimises_and_never_rewards_divergence(tmp_path):
-    assert goal_mode("health") == "max" and goal_mode("collapse") == "min"
+    assert T.mode_of("health") == "max" and T.mode_of("collapse") == "min"
     assert diverged_score("health") < 0 and diverged_score("collapse") > 9  # worst under each mode
     loaded = load_space(ROOT / "spaces" / "collapse.yaml")
     o = loaded.space.objective

@@ -49,7 +49,7 @@ def test_val_loss_reference_scores_the_same_predictions_under_the_fixed_weights(
     from dataclasses import replace
 
     from model.jepa import REFERENCE_WEIGHTS, jepa_loss
-    from model.train import evaluate
+    from model.evaluation import evaluate
 
     cfg = load_config(ROOT / "configs" / "sixth_run.yaml", ["data.max_tasks=30"])
     data = load_arc_data(cfg.data.sources, cfg.data.val_fraction, cfg.data.max_objects, cfg.data.max_tasks)

@@ -18,16 +18,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
-
-
-@dataclass
-class QuantizerOutput:
-    quantized: torch.Tensor  # [M, D]
-    indices: torch.Tensor  # [M]
-    loss: torch.Tensor  # scalar
+from model.quantizers.output import QuantizerOutput  # noqa: F401  (the quantizers' common output)
 
 
 def build_quantizer(kind: str, dim: int, num_codes: int, commitment_cost: float, ema_decay: float | None,

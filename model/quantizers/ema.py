@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from model.quantizers import QuantizerOutput
+from model.quantizers.output import QuantizerOutput
 from model.quantizers._codebook import CodebookQuantizer, initial_codebook, nearest_code
 
 

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from model.quantizers import QuantizerOutput
+from model.quantizers.output import QuantizerOutput
 
 
 class FSQuantizer(nn.Module):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.quantizers import QuantizerOutput
+from model.quantizers.output import QuantizerOutput
 from model.quantizers._codebook import CodebookQuantizer, initial_codebook, nearest_code
 
 

@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from model.quantizers import QuantizerOutput
+from model.quantizers.output import QuantizerOutput
 
 
 class GumbelQuantizer(nn.Module):

@@ -1,0 +1,194 @@
+"""The trainer contract: how the search runs any model, this project's JEPA or a user's own.
+
+A space may name its trainer at its top level, `trainer: "package.module:function"`
+(importable from the folder the search runs in, or an installed package). The search then calls,
+once per trial, in the trial's process:
+
+    function(config: dict, run) -> None
+
+- `config`: the space's fixed values (`base:` when the space gives one, `set:`, `fixed` params)
+  and the trial's sampled parameters, as a nested dict: dotted keys expanded, so the parameter
+  `vq.commitment_cost` is `config["vq"]["commitment_cost"]`.
+- `run.epochs` (int): the trial's budget; `run.seed` (int); `run.dir` (pathlib.Path): the trial's
+  own folder for the trainer's files; `run.restored`: the directory of the last reported
+  checkpoint when Ray restores the trial (a retry, a resumed search), else None: a trainer that
+  never checkpoints still works, a retried trial starts over.
+- `run.report(metrics: dict, checkpoint: Path | None = None)`, once per epoch: numbers by name.
+  The run counts the epochs itself (`epoch` is set to 1, 2, ...). The checklist reads
+  `codebook/usage`, `rank/context`, `rank/target`, `val/loss` (`val/loss_reference` when there
+  is one), `grad/norm_mean` and `grad/norm_max` (search/judge.py); an item whose metric the
+  trainer never reports is n/a. Every reported number goes to the trial's metrics.jsonl and its
+  TensorBoard run, and to Ray with the trial's score.
+
+Run-time mistakes (a value that is not a number, a checklist metric that is not a number, a
+checkpoint that is not a folder) raise TrainerError in the trial: the trial fails, the search
+goes on. What can be known before any trial starts (the trainer cannot be imported, is not a
+function of (config, run)) is checked by `load_trainer` when the space is loaded: exit 2.
+
+The same contract runs a trial's exported config alone: `python scripts/train.py
+best_config.yaml` (a "run file": trainer, name, seed, epochs and config, `run_file` below).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import math
+import numbers
+import shutil
+import sys
+from pathlib import Path
+from typing import Callable
+
+from model.config import ConfigError
+from model.io import atomic_write_json, atomic_write_text
+
+# The metrics the checklist and the score read (search/judge.py, search/score.py), all numbers.
+CHECKLIST_METRICS = ("codebook/usage", "rank/context", "rank/target", "val/loss", "val/loss_reference",
+                     "grad/norm_mean", "grad/norm_max")
+
+
+class TrainerError(Exception):
+    """A trainer broke the contract at run time (the trial fails with this message)."""
+
+
+def load_trainer(spec: str, source: str = "trainer") -> Callable:
+    """'package.module:function' -> the function, importable from the working directory or an
+    installed package, taking (config, run). ConfigError naming `source` and what is expected."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ConfigError(f"{source}: {spec!r} is not 'package.module:function'")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # the folder the search runs in, as `python -m` would
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # ImportError, or the module failing on import
+        raise ConfigError(f"{source}: cannot import {module_name!r} ({type(err).__name__}: {err}); it must be "
+                          "importable from the folder the search runs in or an installed package") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise ConfigError(f"{source}: {module_name} has no function {name!r}")
+    try:
+        inspect.signature(function).bind(object(), object())
+    except TypeError:
+        raise ConfigError(f"{source}: {spec} must take two arguments, (config: dict, run), got "
+                          f"{name}{inspect.signature(function)}") from None
+    return function
+
+
+def checked(metrics: dict, trainer: str) -> dict[str, float]:
+    """The report's metrics if every value is a real number (NaN allowed: not measured this
+    epoch), else TrainerError naming the key and what is expected."""
+    if not isinstance(metrics, dict):
+        raise TrainerError(f"{trainer}: run.report takes a dict of metrics by name, got {type(metrics).__name__}")
+    out = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            raise TrainerError(f"{trainer}: run.report: metric names are strings, got {key!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            what = "the checklist reads it as a number (search/judge.py)" if key in CHECKLIST_METRICS else "metrics are numbers"
+            raise TrainerError(f"{trainer}: run.report: {key!r} must be a number ({what}), got "
+                               f"{type(value).__name__} {value!r}")
+        out[key] = float(value)
+    return out
+
+
+class Run:
+    """What a trainer gets besides its config. Each report is numbered, checked, appended to
+    dir/metrics.jsonl (kept by the run: a restored run rewrites it to the restored epochs) and
+    written to the run's TensorBoard run (dir/tb) with the caller's extra scalars; then
+    `on_report(row, checkpoint, final)` (the search's: score and tune.report; scripts/train.py's:
+    keep the checkpoint, print a line) runs."""
+
+    def __init__(self, trainer: str, epochs: int, seed: int, dir: Path, restored: Path | None = None,
+                 history: list[dict] | None = None,
+                 on_report: Callable[[dict, Path | None, bool], dict[str, float] | None] | None = None):
+        self.trainer, self.epochs, self.seed, self.dir, self.restored = trainer, epochs, seed, Path(dir), restored
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.history = list(history or [])
+        self._on_report = on_report
+        atomic_write_text(self.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+        self._writer = None
+
+    def report(self, metrics: dict, checkpoint: Path | None = None) -> None:
+        row = {**checked(metrics, self.trainer), "epoch": len(self.history) + 1}
+        if checkpoint is not None and not Path(checkpoint).is_dir():
+            raise TrainerError(f"{self.trainer}: run.report: checkpoint must be a folder, got {checkpoint!r}")
+        self.history.append(row)
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        final = row["epoch"] >= self.epochs
+        extra = (self._on_report(row, Path(checkpoint) if checkpoint else None, final) if self._on_report else None) or {}
+        self._tensorboard(row, extra)
+
+    def _tensorboard(self, row: dict, extra: dict[str, float]) -> None:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.dir / "tb"), purge_step=row["epoch"])
+        for key, value in {**row, **extra}.items():
+            if key != "epoch" and math.isfinite(value):
+                self._writer.add_scalar(key, value, row["epoch"])
+        self._writer.flush()
+
+    def close(self) -> str:
+        """Close the TensorBoard writer, write status.json; returns the status: completed (the
+        budget ran out) or early_stopped (the trainer returned before it)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        status = "completed" if len(self.history) >= self.epochs else "early_stopped"
+        atomic_write_json(self.dir / "status.json", {"status": status, "epochs": len(self.history)})
+        return status
+
+
+# --------------------------------------------------------------------------------------------
+# Run files: a trial's whole config for a contract trainer, as scripts/train.py runs it
+
+
+def run_file(trainer: str, name: str, seed: int, epochs: int, config: dict) -> dict:
+    """The file a contract trial writes as run/config.yaml (and the export as best_config.yaml)."""
+    return {"trainer": trainer, "name": name, "seed": seed, "epochs": epochs, "config": config}
+
+
+RUN_FILE_KEYS = {"trainer": str, "name": str, "seed": int, "epochs": int, "config": dict}
+
+
+def read_run_file(raw: dict, source: str) -> dict:
+    """A run file's keys, checked: ConfigError naming the file, the key and what is allowed."""
+    unknown = sorted(set(raw) - set(RUN_FILE_KEYS))
+    if unknown:
+        raise ConfigError(f"{source}: {unknown[0]}: unknown key (allowed: {', '.join(RUN_FILE_KEYS)})")
+    for key, kind in RUN_FILE_KEYS.items():
+        if key not in raw:
+            raise ConfigError(f"{source}: {key}: missing (a run file has {', '.join(RUN_FILE_KEYS)})")
+        if not isinstance(raw[key], kind) or isinstance(raw[key], bool):
+            raise ConfigError(f"{source}: {key}: must be {kind.__name__}, got {raw[key]!r}")
+    if raw["epochs"] < 1:
+        raise ConfigError(f"{source}: epochs: must be >= 1, got {raw['epochs']}")
+    return raw
+
+
+EPOCH_FILE = ".run_epoch"  # in a kept checkpoint: the epoch it belongs to
+
+
+def keep_checkpoint(checkpoint: Path, folder: Path, epoch: int) -> None:
+    """Copy a reported checkpoint to `folder`, with the epoch it belongs to (EPOCH_FILE inside),
+    for a later --resume: the new copy is complete before it replaces the previous one."""
+    new, old = folder.with_name(f".{folder.name}.new"), folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.copytree(checkpoint, new)
+    (new / EPOCH_FILE).write_text(str(epoch))
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    new.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def kept_checkpoint(folder: Path) -> tuple[Path | None, int]:
+    """(the kept checkpoint, its epoch), or (None, 0) when there is none."""
+    if (folder / EPOCH_FILE).is_file():
+        return folder, int((folder / EPOCH_FILE).read_text())
+    return None, 0

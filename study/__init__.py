@@ -1,0 +1,12 @@
+"""The research study behind docs/study.md: does the seed's VQ collapse happen here, and why?
+
+Not part of the installed product (model/ and search/): the study uses the tool as a user
+would, through the repository's scripts, configs and spaces.
+
+    study/protocol.py   what each stage runs: configs, spaces, seeds, epochs, folders
+    study/common.py     what stages share: many training runs, a run's summary, plots
+    study/part1.py      collapse, confirm, calibrate, rankcorr
+    study/part2.py      main, production, reference, unquantized, fixes, searches
+    study/doc.py        docs/study.md from the summaries (imports only what it renders)
+    study/stages.py     the stage list (once) and run_stage
+"""

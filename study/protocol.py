@@ -1,0 +1,57 @@
+"""The study's protocol in one place: what each stage runs (configs, spaces, seeds, epochs) and
+where its runs and summaries go. Every stage and the document read these; nothing else types them.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from search.targets import SIGNATURE_BY_EPOCH
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository: the study runs its scripts, configs and spaces
+TRAIN_SCRIPT = ROOT / "scripts" / "train.py"
+DOCS = ROOT / "docs" / "study"
+RUNS = ROOT / "results" / "study"
+CONFIRM_CONFIGS = ("sixth_run", "diagnostic_no_vq", "closest_to_collapse")
+CONFIRM_SEEDS = (0, 1, 2)
+CONFIRM_EPOCHS = SIGNATURE_BY_EPOCH
+COLLAPSE_SPACE, COLLAPSE_NAME = "spaces/collapse.yaml", "study-collapse"
+RANKCORR_SPACE, RANKCORR_CONFIGS, RANKCORR_SEEDS, RANKCORR_EPOCHS = "spaces/vq_knobs.yaml", 16, (0, 1), 12
+RANKCORR_SAMPLER_SEED = 12345
+RANKCORR_GOAL = 0.8  # the Spearman rho across seeds a score must reach to rank configs stably
+MAIN_SPACE, MAIN_NAME, MAIN_VERIFY_SEEDS = "spaces/vq_gentle.yaml", "study-main", 3
+# stage `searches`: (name, space, the parameter whose values the summary compares)
+SEARCHES = (("quantizer", "spaces/quantizer.yaml", "vq.kind"), ("context", "spaces/context.yaml", "model.aggregator"))
+# (name, config, overrides): the seed's fixes A-D, FSQ, codebook counter-measures on the sixth run,
+# and the order-aware context aggregators (the sixth run is the mean-pooling baseline).
+FIXES = (("sixth_run (mean)", "sixth_run", ()), ("A no refresh", "vq_no_refresh", ()), ("B gentle", "vq_gentle", ()),
+         ("C gradient codebook", "vq_gradient", ()), ("D Gumbel", "vq_gumbel", ()), ("FSQ", "vq_fsq", ()),
+         ("k-means init", "sixth_run", ("vq.init=kmeans",)), ("cosine codes", "sixth_run", ("vq.cosine=true",)),
+         ("rotation trick", "sixth_run", ("vq.estimator=rotation",)), ("context last", "context_last", ()),
+         ("context attention", "context_attention", ()), ("context GRU", "context_gru", ()))
+FIXES_EPOCHS, FIXES_SEEDS = 24, (0, 1, 2)
+PRODUCTION_CONFIG, PRODUCTION_EPOCHS, PRODUCTION_SEEDS = ROOT / "configs" / "stable_production.yaml", 80, (1000, 1001, 1002)
+# stage `reference`: the no-VQ run the bars are calibrated on, under the protocols that judge the winner:
+# scripts/verify.py's fresh seeds for the main search's budget, and the production length
+REFERENCE_CONFIG, REFERENCE_SEEDS = "diagnostic_no_vq", PRODUCTION_SEEDS
+
+
+def command(stage: str, extra: list[str] = ()) -> str:
+    return shlex.join(["python", "scripts/study.py", stage, *extra])
+# stage `vqvae`: the second model through the trainer contract (model/vqvae.py); its default config
+# and the winner of its search over scripts/verify.py's fresh seeds (1000, 1001, ...)
+VQVAE_SPACE, VQVAE_NAME, VQVAE_CONFIG, VQVAE_SEEDS = "spaces/vqvae.yaml", "study-vqvae", "configs/vqvae.yaml", PRODUCTION_SEEDS
+# Part 3, the ladder (study/ladder.py): the no-VQ diagnostic and the sixth run at each rung, a
+# rung being (model.dim, data); heads and predictor width scale with the width. Seed 0 on every
+# rung, every seed at the rung closest to the seed's no-VQ ranks.
+LADDER_CONFIGS = ("diagnostic_no_vq", "sixth_run")
+LADDER_DIMS = (64, 128, 256)
+LADDER_DATA = {"arc1": [], "arc12x2": ["data.sources=[arc1, arc2]", "data.augment_copies=2"]}
+LADDER_EPOCHS, LADDER_SEEDS = SIGNATURE_BY_EPOCH, CONFIRM_SEEDS
+# stage `rung`: spaces/collapse.yaml at the chosen rung (its width fixed), on this budget
+RUNG_NAME, RUNG_BUDGET = "study-rung", {"num_samples": 12, "max_epochs": 12, "grace_period": 3}
+# stage `distance`: the production config over its full epochs, as it is and with more training
+# data per epoch (the val split stays ARC-AGI-1's: only the training examples change), fresh seeds
+DISTANCE_SEEDS = PRODUCTION_SEEDS
+DISTANCE_VARIANTS = {"production": [], "production-copies4": ["data.augment_copies=4"]}

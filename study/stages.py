@@ -1,0 +1,63 @@
+"""The study's stages, listed once: `python scripts/study.py STAGE` or `python -m study STAGE`.
+
+Each stage runs its training runs or searches (under results/study/ and results/study-*), writes
+its summary (docs/study/<stage>.json) and plots, records its wall time (docs/study/wall_times.json)
+and regenerates docs/study.md from every summary there is (`doc` only does the last).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from model.io import atomic_write_json
+from search.export import read_json
+from study import ladder, part1, part2, vqvae
+from study.doc import write_study_doc
+from study.protocol import DOCS
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[..., dict] | None  # run(workers=N) -> the stage's summary; None: the document only
+    help: str
+
+
+STAGES = (
+    Stage("collapse", part1.stage_collapse, "the failure-seeking search: spaces/collapse.yaml, goal: collapse"),
+    Stage("confirm", part1.stage_confirm, "sixth_run, diagnostic_no_vq, closest_to_collapse over the confirm seeds"),
+    Stage("calibrate", part1.stage_calibrate, "rank targets from the no-VQ runs -> search/calibrated_targets.yaml"),
+    Stage("rankcorr", part1.stage_rankcorr, "configs drawn from a space x 2 seeds: does the score rank them stably?"),
+    Stage("main", part2.stage_main, "the README's main command, its winner verified -> configs/stable_production.yaml"),
+    Stage("production", part2.stage_production, "configs/stable_production.yaml over fresh seeds, its full epochs"),
+    Stage("reference", part2.stage_reference, "the no-VQ reference judged like the winner: same seeds and budgets"),
+    Stage("unquantized", part2.stage_unquantized, "the production config without its quantizer, judged the same way"),
+    Stage("fixes", part2.stage_fixes, "the seed's fixes, FSQ, counter-measures, context aggregators over seeds"),
+    Stage("searches", part2.stage_searches, "spaces/quantizer.yaml and spaces/context.yaml searched, winners verified"),
+    Stage("ladder", ladder.stage_ladder, "no-VQ and sixth run at each (dim, data) rung; every seed at the closest one"),
+    Stage("rung", ladder.stage_rung, "spaces/collapse.yaml at the ladder's chosen rung"),
+    Stage("distance", ladder.stage_distance, "the production config's full epochs with more data per epoch, fresh seeds"),
+    Stage("vqvae", vqvae.stage_vqvae, "the VQ-VAE (trainer contract): its default config against its search's winner"),
+    Stage("doc", None, "docs/study.md from docs/study/*.json (every stage ends with it)"),
+)
+BY_NAME = {stage.name: stage for stage in STAGES}
+
+
+def record_wall_time(stage: str, seconds: float, workers: int) -> None:
+    """docs/study/wall_times.json: each stage's latest wall time (the document lists them)."""
+    path = DOCS / "wall_times.json"
+    times = read_json(path)
+    times[stage] = {"wall_s": round(seconds, 1), "workers": workers, "when": time.strftime("%Y-%m-%d")}
+    atomic_write_json(path, times)
+
+
+def run_stage(name: str, workers: int) -> None:
+    started = time.time()
+    stage = BY_NAME[name]
+    if stage.run is not None:
+        stage.run(workers=workers)
+        record_wall_time(name, time.time() - started, workers)
+    path = write_study_doc()
+    print(f"{name}: done in {time.time() - started:.0f} s; wrote {path}")
