@@ -9,7 +9,8 @@ Runs, in order (about 20 minutes on a 2-core machine):
     bench/search_efficiency.py    search overhead, ASHA vs no early stopping, Ray Tune vs plain
                                   Optuna, 1 vs 2 concurrent trials
 and, with --with-default-search, bench/search_wall_time.py: the default vq_gentle search as a
-user runs it (as long as that search takes: its section says); with --with-test-suite, bench/test_suite_time.py: the
+user runs it, at this commit and at the reference commit, its winner verified (as long as those
+searches take: its section says); with --with-test-suite, bench/test_suite_time.py: the
 README's test command. Without them, those sections are kept from the current file (each names
 the command and the commit that measured it).
 """
@@ -23,9 +24,14 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[0] = str(ROOT)
 OUT = ROOT / "docs" / "benchmarks.md"
+
+from bench.train_throughput import REFERENCE  # noqa: E402
 SECTIONS = ["train_throughput.py", "cost_growth.py", "search_efficiency.py"]
 DEFAULT_SEARCH = ("search_wall_time.py", "Default search wall time")
+# the default search against the reference commit of bench/train_throughput.py, its winner verified
+DEFAULT_SEARCH_ARGS = ("--reference", REFERENCE, "--verify", "3")
 TEST_SUITE = ("test_suite_time.py", "Test suite wall time")
 
 
@@ -41,9 +47,9 @@ def current_section(title: str) -> str:
     return text[start:] if end < 0 else text[start:end + 1]
 
 
-def run_section(script: str) -> str:
+def run_section(script: str, args: tuple[str, ...] = ()) -> str:
     with tempfile.NamedTemporaryFile("r", suffix=".md") as out:
-        subprocess.run([sys.executable, str(ROOT / "bench" / script), "--out", out.name], cwd=ROOT, check=True)
+        subprocess.run([sys.executable, str(ROOT / "bench" / script), *args, "--out", out.name], cwd=ROOT, check=True)
         return Path(out.name).read_text()
 
 
@@ -64,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(text[start:end] if 0 <= start < end else "")
     else:
         parts += [run_section(script) for script in SECTIONS]
-    for (script, title), rerun in ((DEFAULT_SEARCH, args.with_default_search), (TEST_SUITE, args.with_test_suite)):
-        parts.append(run_section(script) if rerun else current_section(title))
+    for (script, title), extra, rerun in ((DEFAULT_SEARCH, DEFAULT_SEARCH_ARGS, args.with_default_search),
+                                          (TEST_SUITE, (), args.with_test_suite)):
+        parts.append(run_section(script, extra) if rerun else current_section(title))
     OUT.write_text("\n".join(parts))
     print(f"wrote {OUT}")
     return 0

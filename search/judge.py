@@ -172,7 +172,7 @@ def across_seeds(runs: Iterable[dict[str, dict]]) -> dict[str, dict]:
     out = {}
     for k in dict.fromkeys(k for items in runs for k in items):
         judged = [items[k] for items in runs if k in items and items[k]["pass"] is not None]
-        values = [float(i["value"]) for i in judged]
+        values = [float(i["value"]) for i in judged if isinstance(i.get("value"), (int, float))]  # summaries may drop them
         mean = sum(values) / len(values) if values else math.nan
         out[k] = {"passed": sum(i["pass"] for i in judged), "applicable": len(judged), "runs": len(runs),
                   "pass_rate": sum(i["pass"] for i in judged) / len(judged) if judged else None,
