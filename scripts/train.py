@@ -115,7 +115,7 @@ def train_contract(run_file: dict, run_dir: Path) -> tuple[str, int]:
     restored, kept = kept_checkpoint(run_dir / "checkpoint")
     history = read_jsonl(run_dir / "metrics.jsonl")[:kept]  # a run without a kept checkpoint starts over
 
-    def on_report(row: dict, checkpoint: Path | None, final: bool) -> None:
+    def send(row: dict, checkpoint: Path | None, final: bool) -> None:
         if checkpoint is not None:
             keep_checkpoint(checkpoint, run_dir / "checkpoint", row["epoch"])
         shown = " | ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and math.isfinite(v))
@@ -123,7 +123,7 @@ def train_contract(run_file: dict, run_dir: Path) -> tuple[str, int]:
 
     if restored is not None:
         print(f"resumed from {restored} after epoch {kept}")
-    run = Run(run_file["trainer"], run_file["epochs"], run_file["seed"], run_dir, restored, history, on_report)
+    run = Run(run_file["trainer"], run_file["epochs"], run_file["seed"], run_dir, restored, history, send=send)
     try:
         load_trainer(run_file["trainer"], "trainer")(run_file["config"], run)
     finally:

@@ -96,18 +96,19 @@ def checked(metrics: dict, trainer: str) -> dict[str, float]:
 
 class Run:
     """What a trainer gets besides its config. Each report is numbered, checked, appended to
-    dir/metrics.jsonl (kept by the run: a restored run rewrites it to the restored epochs) and
-    written to the run's TensorBoard run (dir/tb) with the caller's extra scalars; then
-    `on_report(row, checkpoint, final)` (the search's: score and tune.report; scripts/train.py's:
-    keep the checkpoint, print a line) runs."""
+    dir/metrics.jsonl (kept by the run: a restored run rewrites it to the restored epochs),
+    scored by `score(history)` (the search's: its score and checklist values), written with those
+    scalars to the run's TensorBoard run (dir/tb), and then handed on by `send(row, checkpoint,
+    final)` (the search's: tune.report; scripts/train.py's: keep the checkpoint, print a line),
+    last, since Ray may end a stopped trial's thread there."""
 
     def __init__(self, trainer: str, epochs: int, seed: int, dir: Path, restored: Path | None = None,
-                 history: list[dict] | None = None,
-                 on_report: Callable[[dict, Path | None, bool], dict[str, float] | None] | None = None):
+                 history: list[dict] | None = None, score: Callable[[list[dict]], dict[str, float]] | None = None,
+                 send: Callable[[dict, Path | None, bool], None] | None = None):
         self.trainer, self.epochs, self.seed, self.dir, self.restored = trainer, epochs, seed, Path(dir), restored
         self.dir.mkdir(parents=True, exist_ok=True)
         self.history = list(history or [])
-        self._on_report = on_report
+        self._score, self._send = score, send
         atomic_write_text(self.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
         self._writer = None
 
@@ -118,9 +119,9 @@ class Run:
         self.history.append(row)
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
-        final = row["epoch"] >= self.epochs
-        extra = (self._on_report(row, Path(checkpoint) if checkpoint else None, final) if self._on_report else None) or {}
-        self._tensorboard(row, extra)
+        self._tensorboard(row, self._score(self.history) if self._score else {})
+        if self._send is not None:
+            self._send(row, Path(checkpoint) if checkpoint else None, row["epoch"] >= self.epochs)
 
     def _tensorboard(self, row: dict, extra: dict[str, float]) -> None:
         if self._writer is None:

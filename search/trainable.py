@@ -158,12 +158,7 @@ def _train_contract(config: dict, space: LoadedSpace, epochs: int, trial_id: str
     kept = int((checkpoint.get_metadata() or {}).get("epoch", 0)) if checkpoint is not None else 0
     history = read_jsonl(run_dir / "metrics.jsonl")[:kept]  # a retry without a checkpoint starts over
 
-    def on_report(row: dict, checkpoint_dir: Path | None, final: bool) -> dict[str, float]:
-        extra = scorer(run.history)
-        reported(row, checkpoint_dir, final)
-        return extra
-
-    run = Run(space.trainer, epochs, seed, run_dir, restored, history, on_report)
+    run = Run(space.trainer, epochs, seed, run_dir, restored, history, score=scorer, send=reported)
     try:
         trainer(nested, run)
     finally:

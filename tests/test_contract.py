@@ -66,8 +66,8 @@ def test_a_trainer_is_found_from_the_working_folder_and_checked(user_folder):
 
 def test_a_run_numbers_checks_and_records_each_report(tmp_path):
     seen = []
-    run = Run("toy:train", epochs=3, seed=7, dir=tmp_path / "run",
-              on_report=lambda row, checkpoint, final: seen.append((row["epoch"], final)) or {"score": 1.5})
+    run = Run("toy:train", epochs=3, seed=7, dir=tmp_path / "run", score=lambda history: {"score": 1.5 * len(history)},
+              send=lambda row, checkpoint, final: seen.append((row["epoch"], final)))
     run.report({"val/loss": 2, "codebook/usage": 0.5})
     run.report({"val/loss": 1.0, "codebook/usage": math.nan})  # NaN: not measured this epoch
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -87,7 +87,7 @@ def test_a_run_numbers_checks_and_records_each_report(tmp_path):
     events = EventAccumulator(str(tmp_path / "run" / "tb"))
     events.Reload()
     assert {"val/loss", "codebook/usage", "score"} <= set(events.Tags()["scalars"])
-    assert [s.value for s in events.Scalars("score")] == [1.5, 1.5]
+    assert [s.value for s in events.Scalars("score")] == [1.5, 3.0]  # scored on the history so far
 
 
 def test_a_contract_space_nests_its_parameters_and_its_run_file_is_checked(user_folder):
