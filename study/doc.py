@@ -701,6 +701,8 @@ def write_study_doc(docs: Path = DOCS, out: Path = OUT) -> Path:
     lines += section_ladder(_load("ladder", docs))
     lines += section_collapse(_load("rung", docs), "## 12. The failure-seeking search at the ladder's rung", "rung", False)
     lines += section_distance(_load("distance", docs))
+    if (docs / "notes_part3.md").is_file():
+        lines += [(docs / "notes_part3.md").read_text().rstrip(), ""]
     lines += section_wall_times(_load("wall_times", docs))
     atomic_write_text(out, "\n".join(lines))
     return out

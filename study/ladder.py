@@ -194,11 +194,12 @@ def stage_rung(workers: int = 2, docs: Path = DOCS, runs: Path = RUNS) -> dict:
         raise SystemExit(f"no rung chosen yet: run `{command('ladder')}` first")
     exp_dir = ROOT / "results" / RUNG_NAME
     space = rung_space(ladder["chosen"], runs / "ladder" / "collapse-rung.yaml")
-    cmd = [sys.executable, str(ROOT / "scripts" / "search.py"), str(space), "--name", RUNG_NAME,
+    shown = str(space.relative_to(ROOT)) if space.is_relative_to(ROOT) else str(space)
+    cmd = [sys.executable, str(ROOT / "scripts" / "search.py"), shown, "--name", RUNG_NAME,
            "--max-concurrent", str(workers)]
     if not (exp_dir / "best_trial.json").is_file():
         subprocess.run(cmd + (["--resume"] if exp_dir.is_dir() else []), cwd=ROOT, check=True)
-    summary = summarise_collapse(exp_dir, docs, name="rung", command_text=command("rung"), space_path=str(space))
+    summary = summarise_collapse(exp_dir, docs, name="rung", command_text=command("rung"), space_path=shown)
     summary["chosen"] = ladder["chosen"]
     atomic_write_json(docs / "rung.json", summary)
     return summary

@@ -232,3 +232,19 @@ def test_the_ladder_picks_the_rung_closest_to_the_seed_and_calibrates_there(tmp_
     text = "\n".join(section_ladder(out))
     assert f"dim {chosen['dim']}, data arc1" in text and "![ladder](study/ladder.png)" in text
     assert (docs / "ladder.png").is_file()
+
+
+def test_the_rung_space_is_the_collapse_space_at_that_rung(tmp_path):
+    """study.ladder.rung_space: spaces/collapse.yaml with the rung's width fixed (no longer a
+    parameter), its heads, predictor width and data set, the rung budget; it loads as a space."""
+    from search.space import load_space
+    from study import ladder
+
+    path = ladder.rung_space({"dim": 128, "data": "arc12x2"}, tmp_path / "rung.yaml")
+    loaded = load_space(path)
+    assert "model.dim" not in loaded.space.params and len(loaded.space.params) > 5
+    assert loaded.base["model"]["dim"] == 128 and loaded.base["model"]["heads"] == 8
+    assert loaded.base["model"]["predictor_hidden"] == 256
+    assert loaded.base["data"]["sources"] == ["arc1", "arc2"] and loaded.base["data"]["augment_copies"] == 2
+    assert loaded.space.budget.num_samples == protocol.RUNG_BUDGET["num_samples"]
+    assert loaded.space.objective.goal == "collapse"
