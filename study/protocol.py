@@ -51,7 +51,10 @@ LADDER_DATA = {"arc1": [], "arc12x2": ["data.sources=[arc1, arc2]", "data.augmen
 LADDER_EPOCHS, LADDER_SEEDS = SIGNATURE_BY_EPOCH, CONFIRM_SEEDS
 # stage `rung`: spaces/collapse.yaml at the chosen rung (its width fixed), on this budget
 RUNG_NAME, RUNG_BUDGET = "study-rung", {"num_samples": 12, "max_epochs": 12, "grace_period": 3}
-# stage `distance`: the production config over its full epochs, as it is and with more training
-# data per epoch (the val split stays ARC-AGI-1's: only the training examples change), fresh seeds
+# stage `distance`: the production config over its full epochs, as it is, with more training data
+# per epoch (the val split stays ARC-AGI-1's: only the training examples change), and with gentler
+# steps (a lower learning rate, larger batches), each over the same fresh seeds
 DISTANCE_SEEDS = PRODUCTION_SEEDS
-DISTANCE_VARIANTS = {"production": [], "production-copies4": ["data.augment_copies=4"]}
+DISTANCE_VARIANTS = {"production": [], "production-copies4": ["data.augment_copies=4"],
+                     "production-lr5e-4": ["training.lr=5.0e-4"], "production-batch128": ["training.batch_size=128"],
+                     "production-copies2-lr5e-4": ["data.augment_copies=2", "training.lr=5.0e-4"]}
