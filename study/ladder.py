@@ -6,8 +6,9 @@ more data, where our no-VQ run's ranks come near the seed's?
               seed at the rung whose no-VQ ranks come closest to the seed's (the seed's diagnostic
               at that rung), its targets calibrated by the existing rule
     rung      the failure-seeking search (spaces/collapse.yaml) at that rung
-    distance  the production config over its full epochs with more training data per epoch,
-              against the production config as it is, the same fresh seeds
+    distance  the production config over its full epochs as it is and with more data per epoch
+              or gentler steps, the same fresh seeds; the variant that passes every item there is
+              run beside the production config on held-out seeds
 
 A rung is (dim, data); the seed's figures it is compared with are search/targets.py's SEED_NO_VQ.
 """
@@ -27,7 +28,7 @@ from search.judge import across_seeds, checklist
 from search.targets import SEED, SEED_NO_VQ, calibrate_from, seed_signature
 from study.common import first_refresh, run_many
 from study.part1 import summarise_collapse
-from study.protocol import (COLLAPSE_SPACE, DISTANCE_SEEDS, DISTANCE_VARIANTS, DOCS, LADDER_CONFIGS, LADDER_DATA,
+from study.protocol import (COLLAPSE_SPACE, DISTANCE_HELD_OUT_SEEDS, DISTANCE_SEEDS, DISTANCE_VARIANTS, DOCS, LADDER_CONFIGS, LADDER_DATA,
                             LADDER_DIMS, LADDER_EPOCHS, LADDER_SEEDS, PRODUCTION_CONFIG, RUNG_BUDGET, RUNG_NAME, ROOT,
                             RUNS, command)
 
@@ -206,46 +207,86 @@ def stage_rung(workers: int = 2, docs: Path = DOCS, runs: Path = RUNS) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# distance: the production config over its full epochs, with more training data per epoch
+# distance: the production config over its full epochs, as it is and with each variant; the
+# variant chosen on DISTANCE_SEEDS is then run beside it on seeds it was not chosen on
 
 
-def stage_distance(workers: int = 2, seeds: tuple[int, ...] = DISTANCE_SEEDS, docs: Path = DOCS, runs: Path = RUNS,
-                   epochs: int | None = None, overrides: tuple[str, ...] = ()) -> dict:
-    """configs/stable_production.yaml as it is and with each variant's data overrides, each with
-    the same fresh seeds for its full epochs (or `epochs`), then summarised."""
+def stage_distance(workers: int = 2, seeds: tuple[int, ...] = DISTANCE_SEEDS,
+                   held_out: tuple[int, ...] = DISTANCE_HELD_OUT_SEEDS, variants: dict | None = None,
+                   docs: Path = DOCS, runs: Path = RUNS, epochs: int | None = None,
+                   overrides: tuple[str, ...] = ()) -> dict:
+    """configs/stable_production.yaml as it is and with each variant's overrides over `seeds` for
+    its full epochs (or `epochs`); the variant chosen there (choose_variant) and the production
+    config as it is over `held_out`; then summarised. Runs already finished are kept."""
+    variants = DISTANCE_VARIANTS if variants is None else variants
     extra = [f"training.epochs={epochs}"] if epochs else []
-    jobs = [(PRODUCTION_CONFIG, f"{name}-seed{s}", runs / "distance",
-             [f"seed={s}", "training.num_threads=1", *sets, *extra, *overrides])
-            for name, sets in DISTANCE_VARIANTS.items() for s in seeds
-            if not (runs / "distance" / f"{name}-seed{s}" / "status.json").is_file()]
-    run_many(jobs, workers)
-    return summarise_distance(seeds, docs, runs, epochs)
+
+    def run(names: list[str], over: tuple[int, ...]) -> None:
+        run_many([(PRODUCTION_CONFIG, f"{name}-seed{s}", runs / "distance",
+                   [f"seed={s}", "training.num_threads=1", *variants[name], *extra, *overrides])
+                  for name in names for s in over
+                  if not (runs / "distance" / f"{name}-seed{s}" / "status.json").is_file()], workers)
+
+    run(list(variants), seeds)
+    summary = summarise_distance(seeds, held_out, variants, docs, runs, epochs)
+    chosen = summary["chosen"]
+    if chosen and held_out:
+        run(list(dict.fromkeys([next(iter(variants)), chosen])), held_out)
+        summary = summarise_distance(seeds, held_out, variants, docs, runs, epochs)
+    return summary
 
 
-def summarise_distance(seeds: tuple[int, ...] = DISTANCE_SEEDS, docs: Path = DOCS, runs: Path = RUNS,
-                       epochs: int | None = None) -> dict:
-    from search.targets import calibrated
+def choose_variant(variants: dict[str, dict]) -> str | None:
+    """The variant (summarise_distance's entries) that passed every item in every seed it ran,
+    with the fewest overrides (the smallest change to the production config; the first listed
+    among equals); None if no variant did."""
+    passing = [name for name, v in variants.items()
+               if v["seeds"] and all(not e["failed"] for e in v["seeds"].values())]
+    return min(passing, key=lambda name: len(variants[name]["overrides"]), default=None)
 
-    planned = epochs or yaml.safe_load(PRODUCTION_CONFIG.read_text())["training"]["epochs"]
-    targets = calibrated()
-    variants = {}
-    for name, sets in DISTANCE_VARIANTS.items():
-        per_seed = {}
+
+def _judge_runs(names: list[str], seeds: tuple[int, ...], variants: dict, runs: Path, planned: int, targets) -> dict:
+    """Per variant: each seed's run (status, epochs, best-val epoch, final metrics, failed items,
+    seconds per epoch) and how many seeds passed each item."""
+    out = {}
+    for name in names:
+        per_seed, judged = {}, []
         for s in seeds:
             run_dir = runs / "distance" / f"{name}-seed{s}"
             rows = read_jsonl(run_dir / "metrics.jsonl")
-            if rows:
-                items = checklist(rows, planned, targets)
-                per_seed[str(s)] = {"status": read_json(run_dir / "status.json").get("status", "missing"),
-                                    "epochs": len(rows), "best_val_loss_epoch": min(rows, key=lambda r: r["val/loss"])["epoch"],
-                                    "final": {k: rows[-1][k] for k in ("val/loss_reference", "rank/context", "rank/target",
-                                                                       "codebook/usage")},
-                                    "failed": [v["label"] for v in items.values() if v["pass"] is False],
-                                    "epoch_s": sum(r["time/epoch_s"] for r in rows) / len(rows)}
-        variants[name] = {"overrides": sets, "seeds": per_seed, "pass_counts": {
-            k: c["passed"] for k, c in across_seeds([checklist(read_jsonl(runs / "distance" / f"{name}-seed{s}" / "metrics.jsonl"),
-                                                               planned, targets) for s in per_seed]).items()}}
+            if not rows:
+                continue
+            items = checklist(rows, planned, targets)
+            judged.append(items)
+            per_seed[str(s)] = {"status": read_json(run_dir / "status.json").get("status", "missing"),
+                                "epochs": len(rows), "best_val_loss_epoch": min(rows, key=lambda r: r["val/loss"])["epoch"],
+                                "final": {k: rows[-1][k] for k in ("val/loss_reference", "rank/context", "rank/target",
+                                                                   "codebook/usage")},
+                                "failed": [v["label"] for v in items.values() if v["pass"] is False],
+                                "epoch_s": sum(r["time/epoch_s"] for r in rows) / len(rows),
+                                "run_s": sum(r["time/epoch_s"] for r in rows)}
+        out[name] = {"overrides": variants[name], "seeds": per_seed,
+                     "pass_counts": {k: c["passed"] for k, c in across_seeds(judged).items()}}
+    return out
+
+
+def summarise_distance(seeds: tuple[int, ...] = DISTANCE_SEEDS, held_out: tuple[int, ...] = DISTANCE_HELD_OUT_SEEDS,
+                       variants: dict | None = None, docs: Path = DOCS, runs: Path = RUNS,
+                       epochs: int | None = None) -> dict:
+    """docs/study/distance.json: every variant over `seeds`, the chosen one (choose_variant) and
+    the production config over `held_out` (where they ran), judged with the calibrated targets."""
+    from search.targets import calibrated
+
+    variants = DISTANCE_VARIANTS if variants is None else variants
+    planned = epochs or yaml.safe_load(PRODUCTION_CONFIG.read_text())["training"]["epochs"]
+    targets = calibrated()
+    judged = _judge_runs(list(variants), seeds, variants, runs, planned, targets)
+    chosen = choose_variant(judged)
+    held = _judge_runs(list(dict.fromkeys([next(iter(variants)), chosen])), held_out, variants, runs, planned,
+                       targets) if chosen else {}
+    run_s = sum(e.get("run_s", 0.0) for part in (judged, held) for v in part.values() for e in v["seeds"].values())
     summary = {"command": command("distance"), "config": str(PRODUCTION_CONFIG.relative_to(ROOT)), "epochs": planned,
-               "seeds": list(seeds), "targets": targets.as_dict(), "variants": variants}
+               "seeds": list(seeds), "targets": targets.as_dict(), "variants": judged, "chosen": chosen,
+               "held_out": {"seeds": list(held_out), "variants": held}, "runs_core_s": round(run_s, 1)}
     atomic_write_json(docs / "distance.json", summary)
     return summary

@@ -38,7 +38,7 @@ STAGES = (
     Stage("searches", part2.stage_searches, "spaces/quantizer.yaml and spaces/context.yaml searched, winners verified"),
     Stage("ladder", ladder.stage_ladder, "no-VQ and sixth run at each (dim, data) rung; every seed at the closest one"),
     Stage("rung", ladder.stage_rung, "spaces/collapse.yaml at the ladder's chosen rung"),
-    Stage("distance", ladder.stage_distance, "the production config's full epochs with more data per epoch, fresh seeds"),
+    Stage("distance", ladder.stage_distance, "the production config over its full epochs, variants; the chosen one on held-out seeds"),
     Stage("vqvae", vqvae.stage_vqvae, "the VQ-VAE (trainer contract): its default config against its search's winner"),
     Stage("doc", None, "docs/study.md from docs/study/*.json (every stage ends with it)"),
 )

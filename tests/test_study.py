@@ -248,3 +248,68 @@ def test_the_rung_space_is_the_collapse_space_at_that_rung(tmp_path):
     assert loaded.base["data"]["sources"] == ["arc1", "arc2"] and loaded.base["data"]["augment_copies"] == 2
     assert loaded.space.budget.num_samples == protocol.RUNG_BUDGET["num_samples"]
     assert loaded.space.objective.goal == "collapse"
+
+
+def _distance_entry(overrides: list[str], failed_per_seed: list[list[str]]) -> dict:
+    final = {"val/loss_reference": 9.0, "rank/context": 40.0, "rank/target": 20.0, "codebook/usage": 0.8}
+    return {"overrides": overrides, "pass_counts": {}, "seeds": {
+        str(1000 + i): {"status": "early_stopped" if failed else "completed", "epochs": 70 if failed else 80,
+                        "best_val_loss_epoch": 60, "final": final, "failed": failed, "epoch_s": 2.0}
+        for i, failed in enumerate(failed_per_seed)}}
+
+
+def test_the_distance_chooses_the_smallest_change_that_passes_everywhere():
+    """study.ladder.choose_variant: only variants passing every item in every seed qualify, the one
+    with the fewest overrides wins (first listed among equals); none qualifies -> None. The doc
+    says which was chosen and shows its held-out runs, or says none was."""
+    from study.doc import section_distance
+    from study.ladder import choose_variant
+
+    stop = ["ran all 80 epochs"]
+    variants = {"production": _distance_entry([], [[], stop, []]),
+                "two": _distance_entry(["a=1", "b=2"], [[], [], []]),
+                "lr": _distance_entry(["training.lr=3e-4"], [[], [], []]),
+                "lr2": _distance_entry(["training.lr=2e-4"], [[], [], []]),
+                "empty": _distance_entry(["x=1"], [])}
+    assert choose_variant(variants) == "lr"
+    assert choose_variant({"production": variants["production"], "empty": variants["empty"]}) is None
+    assert choose_variant({"production": _distance_entry([], [[], []]), "lr": variants["lr"]}) == "production"
+
+    s = {"command": "python scripts/study.py distance", "config": "configs/stable_production.yaml", "epochs": 80,
+         "seeds": [1000, 1001, 1002], "variants": variants, "chosen": "lr",
+         "held_out": {"seeds": [1003], "variants": {"production": _distance_entry([], [stop]),
+                                                    "lr": _distance_entry(["training.lr=3e-4"], [[]])}}}
+    text = "\n".join(section_distance(s))
+    assert "**production**: ran all 80 epochs in 2 of 3 seeds; passed every item in 2 of 3." in text
+    assert "The variant chosen (every item in every seed, the fewest overrides): **lr**" in text
+    assert "[1003]" in text and "**lr**: ran all 80 epochs in 1 of 1 seeds; passed every item in 1 of 1." in text
+    assert ("**Answer.** Over every seed it ran here, production ran all 80 epochs in 2 of 4 and passed every item "
+            "in 2 of 4; lr ran all 80 epochs in 4 of 4 and passed every item in 4 of 4.") in text
+    text = "\n".join(section_distance({**s, "chosen": None, "held_out": {"seeds": [1003], "variants": {}}}))
+    assert "No variant passed every item in every seed" in text
+
+
+@pytest.mark.slow
+def test_the_distance_stage_runs_the_chosen_variant_on_held_out_seeds(tmp_path):
+    """stage_distance on a tiny budget (real trainer): every variant on the selection seeds; the
+    chosen one (if any) and the production config on the held-out seeds, nothing else there; the
+    summary written is the one returned, and a second call reruns nothing."""
+    from study import ladder
+
+    docs, runs = tmp_path / "docs", tmp_path / "runs"
+    variants = {"production": [], "lr": ["training.lr=3.0e-4"]}
+    out = ladder.stage_distance(workers=2, seeds=(0,), held_out=(1,), variants=variants, docs=docs, runs=runs,
+                                epochs=2, overrides=TINY)
+    assert set(out["variants"]) == set(variants) and all(set(v["seeds"]) == {"0"} for v in out["variants"].values())
+    assert out["chosen"] == ladder.choose_variant(out["variants"])
+    ran = sorted(p.name for p in (runs / "distance").iterdir())
+    expected = {f"{n}-seed0" for n in variants} | ({f"{n}-seed1" for n in {"production", out["chosen"]}}
+                                                  if out["chosen"] else set())
+    assert set(ran) == expected
+    assert json.loads((docs / "distance.json").read_text()) == json.loads(json.dumps(out))
+    config = yaml.safe_load((runs / "distance" / "lr-seed0" / "config.yaml").read_text())
+    assert config["training"]["lr"] == 3.0e-4 and config["training"]["epochs"] == 2 and config["seed"] == 0
+    stamp = (runs / "distance" / "lr-seed0" / "status.json").stat().st_mtime_ns
+    ladder.stage_distance(workers=2, seeds=(0,), held_out=(1,), variants=variants, docs=docs, runs=runs, epochs=2,
+                          overrides=TINY)
+    assert (runs / "distance" / "lr-seed0" / "status.json").stat().st_mtime_ns == stamp
