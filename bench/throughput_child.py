@@ -10,7 +10,9 @@ worktree), so it uses only what the trainer has offered since the length-buckete
 load_config, load_arc_data, make_examples, make_batch, build_model, make_optimizer,
 loss_weights and train_step. Times `steps` training steps after 3 warm-up steps, each step as
 a search's trial runs it (gather and augment the batch, then model/train.py's train_step:
-forward, backward, clip, AdamW, EMA update). Prints one JSON line:
+forward, backward, clip, AdamW, EMA update); with "prefetch": true, each batch is built one
+step ahead in a Python thread while the step runs (batch building then has no share of its
+own: NaN). Prints one JSON line:
 
     samples_per_s, ms_per_step, batch_share (batch building's share of a step),
     flops_per_sample (torch.utils.flop_counter over one train_step: forward and backward),
@@ -21,7 +23,10 @@ forward, backward, clip, AdamW, EMA update). Prints one JSON line:
 from __future__ import annotations
 
 import json
+import math
+import queue
 import sys
+import threading
 import time
 
 
@@ -36,7 +41,8 @@ def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - started)
 
 
-def measure(root: str, config: str, overrides: list[str], threads: int, steps: int, profile_steps: int = 0) -> dict:
+def measure(root: str, config: str, overrides: list[str], threads: int, steps: int, profile_steps: int = 0,
+            prefetch: bool = False) -> dict:
     sys.path.insert(0, root)
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -65,17 +71,26 @@ def measure(root: str, config: str, overrides: list[str], threads: int, steps: i
     for i in range(3):  # warm-up
         step(batch(i))
     batch_s = step_s = 0.0
-    for i in range(steps):
+    if prefetch:  # the next batch built in a Python thread while this step runs: one wall time for both
+        ahead: queue.Queue = queue.Queue(maxsize=1)
+        builder = threading.Thread(target=lambda: [ahead.put(batch(3 + i)) for i in range(steps)], daemon=True)
+        t0 = time.perf_counter()
+        builder.start()
+        for _ in range(steps):
+            step(ahead.get())
+        step_s, batch_s = time.perf_counter() - t0, math.nan
+    for i in range(0 if prefetch else steps):
         t0 = time.perf_counter()
         b = batch(3 + i)
         t1 = time.perf_counter()
         step(b)
         t2 = time.perf_counter()
         batch_s, step_s = batch_s + t1 - t0, step_s + t2 - t1
+    total_s = step_s + (0.0 if prefetch else batch_s)
     with FlopCounterMode(display=False) as counter:
         step(batch(0))
-    row = {"samples_per_s": steps * size / (batch_s + step_s), "ms_per_step": 1e3 * (batch_s + step_s) / steps,
-           "batch_share": batch_s / (batch_s + step_s), "flops_per_sample": counter.get_total_flops() / size,
+    row = {"samples_per_s": steps * size / total_s, "ms_per_step": 1e3 * total_s / steps,
+           "batch_share": batch_s / total_s, "flops_per_sample": counter.get_total_flops() / size,
            "matmul_flops_per_s": matmul_flops_per_s(), "ops": {}}
     if profile_steps:
         from torch.profiler import ProfilerActivity, profile
@@ -91,4 +106,4 @@ def measure(root: str, config: str, overrides: list[str], threads: int, steps: i
 if __name__ == "__main__":
     spec = json.loads(sys.argv[1])
     print(json.dumps(measure(spec["root"], spec["config"], spec.get("overrides", []), spec["threads"], spec["steps"],
-                             spec.get("profile_steps", 0))))
+                             spec.get("profile_steps", 0), spec.get("prefetch", False))))

@@ -8,7 +8,9 @@ step of a reference commit, side by side in one run.
 Rows, each measured in a fresh process by bench/throughput_child.py (a training step as a
 trial runs it: batch gather and augmentation, then model/train.py's train_step):
 
-- this commit with the packed encoder (the trainer's default), at 1 and 2 threads;
+- this commit with the packed encoder (the trainer's default), at 1 and 2 threads, and at 2
+  threads with each batch built one step ahead in a Python thread (is batch building, which
+  runs on one thread, what keeps 2 threads from paying?);
 - this commit with the encoder's earlier layouts (`model.encoder_layout`: buckets, the layout
   before packing, and padded), at 1 thread: the layout's own gain, every other speed-up shared;
 - the reference commit (the trainer before this work, checked out with `git worktree` into a
@@ -55,6 +57,7 @@ class Row:
     dim: int
     threads: int
     profile: bool = False
+    prefetch: bool = False  # the batch built one step ahead in a Python thread (bench/throughput_child.py)
     runs: list[dict] = field(default_factory=list)
 
     def overrides(self) -> list[str]:
@@ -73,6 +76,7 @@ class Row:
 def plan(dims: list[int]) -> list[Row]:
     rows = [Row("packed", "this commit", "packed", 64, 1, profile=True),
             Row("packed", "this commit", "packed", 64, 2, profile=True),
+            Row("packed, batch built ahead in a thread", "this commit", "packed", 64, 2, prefetch=True),
             Row("buckets (the layout before packing)", "this commit", "buckets", 64, 1),
             Row("padded", "this commit", "padded", 64, 1),
             Row("reference commit", "reference", "reference", 64, 1),
@@ -87,7 +91,7 @@ def plan(dims: list[int]) -> list[Row]:
 
 def run_child(root: Path, config: str, row: Row, steps: int, profile: bool) -> dict:
     spec = {"root": str(root), "config": config, "overrides": row.overrides(), "threads": row.threads,
-            "steps": steps, "profile_steps": 10 if profile else 0}
+            "steps": steps, "profile_steps": 10 if profile else 0, "prefetch": row.prefetch}
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput_child.py"), json.dumps(spec)],
                           capture_output=True, text=True, cwd=root)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -156,10 +160,12 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["git", "worktree", "remove", "--force", str(reference)], cwd=ROOT, capture_output=True)
 
     def find(label: str, dim: int, threads: int = 1) -> Row:
-        return next(r for r in rows if r.label.startswith(label) and r.dim == dim and r.threads == threads)
+        return next(r for r in rows if r.label == label and r.dim == dim and r.threads == threads)
 
-    packed, packed2, buckets, ref, ref2 = (find("packed", 64), find("packed", 64, 2), find("buckets", 64),
-                                           find("reference", 64), find("reference", 64, 2))
+    buckets_label = "buckets (the layout before packing)"
+    packed, packed2, buckets, ref, ref2, ahead = (
+        find("packed", 64), find("packed", 64, 2), find(buckets_label, 64), find("reference commit", 64),
+        find("reference commit", 64, 2), find("packed, batch built ahead in a thread", 64, 2))
     lines = [
         "## Trainer throughput", "",
         f"`{shown_command('train_throughput.py', argv)}` at commit {commit()} on {platform.node()} "
@@ -175,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         flops, matmul = r.median("flops_per_sample"), r.median("matmul_flops_per_s")
         lines.append(f"| {args.reference if r.code == 'reference' else 'this commit'} | {r.label} | {r.dim} | "
                      f"{r.threads} | {r.samples_per_s:.0f} ({min(speeds):.0f}-{max(speeds):.0f}) | "
-                     f"{r.median('ms_per_step'):.1f} | {r.median('batch_share'):.0%} | {flops / 1e9:.4f} | "
+                     f"{r.median('ms_per_step'):.1f} | {'overlapped' if r.prefetch else format(r.median('batch_share'), '.0%')} | "
+                     f"{flops / 1e9:.4f} | "
                      f"{r.samples_per_s * flops / 1e9:.1f} | {matmul / 1e9:.0f} | {r.samples_per_s * flops / matmul:.0%} |")
     goals = [("samples/s at 1 thread, dim 64: packed against the reference commit",
               packed.samples_per_s / ref.samples_per_s, SPEED_GOAL),
@@ -189,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
               f"commit at 2 threads against 1, {ref2.samples_per_s / ref.samples_per_s:.2f}x."]
     for dim in args.dims:
         if dim != 64:
-            p, b, f = find("packed", dim), find("buckets", dim), find("reference", dim)
+            p, b, f = find("packed", dim), find(buckets_label, dim), find("reference commit", dim)
             lines[-1] += (f" At dim {dim}: packed {p.samples_per_s / f.samples_per_s:.2f}x the reference commit, "
                           f"{p.samples_per_s / b.samples_per_s:.2f}x the buckets layout.")
     _, _, top = op_shares(packed.runs[0]["ops"])
@@ -199,7 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     fraction = packed.samples_per_s * packed.median("flops_per_sample") / packed.median("matmul_flops_per_s")
     lines += ["", limited_by(packed.runs[0]["ops"], fraction, packed.median("batch_share"), 1), "",
               thread_scaling(packed.runs[0]["ops"], packed2.runs[0]["ops"],
-                             packed2.median("ms_per_step") * packed2.median("batch_share"))]
+                             packed2.median("ms_per_step") * packed2.median("batch_share"))
+              + f" Building the next batch in a Python thread while the step runs, so that it leaves the two "
+              f"threads' step, gives {ahead.samples_per_s / packed2.samples_per_s:.2f}x the plain 2-thread row: "
+              + ("it pays." if ahead.samples_per_s > packed2.samples_per_s else
+                 "the builder competes with the step's two threads for the two cores and the interpreter, so "
+                 "it does not pay.")]
     emit("\n".join(lines) + "\n", args.out)
     return 0
 

@@ -1,4 +1,7 @@
-"""The analysis in bench/search_efficiency.py, on hand-built runs with hand-computed answers."""
+"""The analysis in bench/search_efficiency.py, on hand-built runs with hand-computed answers; one
+throughput row of bench/train_throughput.py run for real."""
+
+import math
 
 import pytest
 
@@ -137,3 +140,19 @@ def test_epoch_seconds_sum_every_trial_s_epochs(tmp_path):
         (tmp_path / name / "run" / "metrics.jsonl").write_text("".join(json.dumps({"time/epoch_s": t}) + "\n"
                                                                        for t in times))
     assert epoch_seconds(tmp_path) == 9.5
+
+
+@pytest.mark.slow
+def test_a_throughput_row_runs_in_its_own_process_with_and_without_the_batch_built_ahead():
+    """bench/train_throughput.py's child on this tree: a real step on the real data, with the batch
+    built in the step's thread (its share measured) and one step ahead in a Python thread (no
+    share of its own: NaN, shown as overlapped)."""
+    from bench.train_throughput import ROOT, Row, run_child
+
+    plain = run_child(ROOT, "configs/stable_production.yaml", Row("packed", "this commit", "packed", 64, 1), 2, False)
+    ahead = run_child(ROOT, "configs/stable_production.yaml",
+                      Row("packed, ahead", "this commit", "packed", 64, 1, prefetch=True), 2, False)
+    for row in (plain, ahead):
+        assert row["samples_per_s"] > 0 and row["flops_per_sample"] > 0 and row["matmul_flops_per_s"] > 0
+        assert row["ms_per_step"] == pytest.approx(64 * 1e3 / row["samples_per_s"])
+    assert 0 < plain["batch_share"] < 1 and math.isnan(ahead["batch_share"])
