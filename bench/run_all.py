@@ -3,7 +3,7 @@
 
     python bench/run_all.py [--with-default-search]
 
-Runs, in order (about 20 minutes on a 2-core machine):
+Runs, in order (about 15 minutes on a 2-core machine):
     bench/train_throughput.py     samples/s, FLOP/s against matmul, profile of the step
     bench/cost_growth.py          epoch time and peak memory as the data grows
     bench/search_efficiency.py    search overhead, ASHA vs no early stopping, Ray Tune vs plain
