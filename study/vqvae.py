@@ -47,12 +47,15 @@ def summarise_vqvae(exp_dir: Path, seeds: tuple[int, ...] = VQVAE_SEEDS, docs: P
     epoch, final metrics and checklist (the search's targets), and the winner's parameters."""
     judging = read_judging(exp_dir)
     best = read_json(exp_dir / "best_trial.json")
+    shown = exp_dir.relative_to(ROOT) if exp_dir.is_relative_to(ROOT) else exp_dir
+    if best.get("trial_dir"):  # where it is now, relative to the repository: no machine's paths in docs/
+        best["trial_dir"] = str(shown / Path(best["trial_dir"]).name)
     epochs = yaml.safe_load((ROOT / VQVAE_CONFIG).read_text())["epochs"]
     winner_epochs = yaml.safe_load((exp_dir / "best_config.yaml").read_text())["epochs"]
     default = {s: read_jsonl(runs / "vqvae" / f"vqvae-default-seed{s}" / "metrics.jsonl") for s in seeds}
     winner = {s: read_jsonl(exp_dir / "verify" / f"{best.get('trial_id')}-seed{s}" / "metrics.jsonl") for s in seeds}
     summary = {"command": command("vqvae"), "search_command": f"python scripts/search.py {VQVAE_SPACE}",
-               "config": VQVAE_CONFIG, "experiment": str(exp_dir.relative_to(ROOT) if exp_dir.is_relative_to(ROOT) else exp_dir),
+               "config": VQVAE_CONFIG, "experiment": str(shown),
                "targets": judging.targets.as_dict(), "seeds": list(seeds), "best": best,
                "statuses": _statuses(exp_dir),
                "default": _judged(default, epochs, judging.targets), "winner": _judged(winner, winner_epochs, judging.targets)}
