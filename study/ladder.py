@@ -28,8 +28,8 @@ from search.judge import across_seeds, checklist
 from search.targets import SEED, SEED_NO_VQ, calibrate_from, seed_signature
 from study.common import first_refresh, run_many
 from study.part1 import summarise_collapse
-from study.protocol import (COLLAPSE_SPACE, DISTANCE_HELD_OUT_SEEDS, DISTANCE_SEEDS, DISTANCE_VARIANTS, DOCS, LADDER_CONFIGS, LADDER_DATA,
-                            LADDER_DIMS, LADDER_EPOCHS, LADDER_SEEDS, PRODUCTION_CONFIG, RUNG_BUDGET, RUNG_NAME, ROOT,
+from study.protocol import (COLLAPSE_SPACE, DISTANCE_HELD_OUT_SEEDS, DISTANCE_SEEDS, DISTANCE_VARIANTS, DOCS,
+                            LADDER_CONFIGS, LADDER_DATA, LADDER_DIMS, LADDER_EPOCHS, LADDER_SEEDS, PRODUCTION_CONFIG, RUNG_BUDGET, RUNG_NAME, ROOT,
                             RUNS, command)
 
 
@@ -231,7 +231,7 @@ def stage_distance(workers: int = 2, seeds: tuple[int, ...] = DISTANCE_SEEDS,
     summary = summarise_distance(seeds, held_out, variants, docs, runs, epochs)
     chosen = summary["chosen"]
     if chosen and held_out:
-        run(list(dict.fromkeys([next(iter(variants)), chosen])), held_out)
+        run(held_out_names(variants, chosen), held_out)
         summary = summarise_distance(seeds, held_out, variants, docs, runs, epochs)
     return summary
 
@@ -243,6 +243,12 @@ def choose_variant(variants: dict[str, dict]) -> str | None:
     passing = [name for name, v in variants.items()
                if v["seeds"] and all(not e["failed"] for e in v["seeds"].values())]
     return min(passing, key=lambda name: len(variants[name]["overrides"]), default=None)
+
+
+def held_out_names(variants: dict, chosen: str) -> list[str]:
+    """What runs on the held-out seeds: the production config as it is (the first variant) and the
+    chosen variant (once, if the chosen one is the production config)."""
+    return list(dict.fromkeys([next(iter(variants)), chosen]))
 
 
 def _judge_runs(names: list[str], seeds: tuple[int, ...], variants: dict, runs: Path, planned: int, targets) -> dict:
@@ -282,8 +288,7 @@ def summarise_distance(seeds: tuple[int, ...] = DISTANCE_SEEDS, held_out: tuple[
     targets = calibrated()
     judged = _judge_runs(list(variants), seeds, variants, runs, planned, targets)
     chosen = choose_variant(judged)
-    held = _judge_runs(list(dict.fromkeys([next(iter(variants)), chosen])), held_out, variants, runs, planned,
-                       targets) if chosen else {}
+    held = _judge_runs(held_out_names(variants, chosen), held_out, variants, runs, planned, targets) if chosen else {}
     run_s = sum(e.get("run_s", 0.0) for part in (judged, held) for v in part.values() for e in v["seeds"].values())
     summary = {"command": command("distance"), "config": str(PRODUCTION_CONFIG.relative_to(ROOT)), "epochs": planned,
                "seeds": list(seeds), "targets": targets.as_dict(), "variants": judged, "chosen": chosen,
