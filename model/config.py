@@ -27,6 +27,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from model.early_stopping import FLOOR_TOLERANCE
+
 
 class ConfigError(Exception):
     """Bad user input (a config or search-space file); entry points print it and exit 2."""
@@ -206,6 +208,10 @@ class EarlyStoppingConfig(_Section):
         default=10, ge=1,
         description="Stop after this many epochs without a new best val/loss; null = never.")
     min_delta: float = Field(default=0.0, ge=0.0, description="Improvement that counts as new best.")
+    floor_tolerance: float = Field(
+        default=FLOOR_TOLERANCE, ge=0.0,
+        description="An epoch whose val/loss is within this fraction of the best so far holds the run's floor "
+        "and resets the patience count (model/early_stopping.py); 0 = the plain patience rule.")
 
 
 class TrainingConfig(_Section):

@@ -39,6 +39,7 @@ import torch
 
 from model.config import TrainConfig, dump_config
 from model.data import ArcData, iterate_batches, load_arc_data, make_examples
+from model.early_stopping import patience_step
 from model.evaluation import evaluate
 from model.io import atomic_path, atomic_write_json
 from model.jepa import JEPA, LossWeights, jepa_loss
@@ -180,7 +181,7 @@ class RunState:
     epoch: int = 0  # epochs finished
     step: int = 0  # optimisation steps taken
     best_val: float = math.inf  # lowest val/loss so far (early stopping)
-    bad_epochs: int = 0  # epochs since the last new best
+    bad_epochs: int = 0  # epochs counted against the run (model/early_stopping.py)
     history: list[dict] = field(default_factory=list)  # every finished epoch's metrics
     status: str | None = None  # early_stopped | diverged once the run has ended early
 
@@ -343,11 +344,10 @@ def end_epoch(run: TrainingRun, metrics: dict, extra_scalars: ExtraScalars | Non
     TensorBoard with the caller's extra scalars, the console line). Returns True on the run's
     last epoch (its max epochs, or an early stop)."""
     state, t = run.state, run.cfg.training
-    # ---- early stopping: patience epochs without a val/loss improvement of min_delta
-    if metrics["val/loss"] < state.best_val - t.early_stopping.min_delta:
-        state.best_val, state.bad_epochs = metrics["val/loss"], 0
-    else:
-        state.bad_epochs += 1
+    # ---- early stopping: patience epochs neither a new best nor on the val-loss floor (model/early_stopping.py)
+    es = t.early_stopping
+    state.best_val, state.bad_epochs = patience_step(state.best_val, state.bad_epochs, metrics["val/loss"],
+                                                     es.min_delta, es.floor_tolerance)
     # (on the run's last epoch there is nothing left to stop: a run that reaches it is completed)
     stop = (t.early_stopping.patience is not None and state.bad_epochs >= t.early_stopping.patience
             and metrics["epoch"] < t.epochs)
@@ -360,8 +360,8 @@ def end_epoch(run: TrainingRun, metrics: dict, extra_scalars: ExtraScalars | Non
     final = stop or metrics["epoch"] == t.epochs
     run.logbook.epoch(metrics, (lambda: extra_scalars(metrics, final)) if extra_scalars is not None else None)
     if stop:
-        log(f"early stop: val/loss has not improved for {t.early_stopping.patience} epochs "
-            f"(best {state.best_val:.4f})")
+        log(f"early stop: val/loss neither improved nor came within {100 * es.floor_tolerance:g}% of its best "
+            f"for {es.patience} epochs (best {state.best_val:.4f})")
     return final
 
 

@@ -3,10 +3,12 @@
 
     python scripts/search.py spaces/vq_gentle.yaml [--name NAME] [--storage results]
         [--num-samples N] [--max-epochs E] [--cpu C] [--gpu G] [--max-concurrent K]
-        [--no-early-stopping] [--address ADDR] [--resume]
+        [--no-early-stopping] [--no-final-race] [--address ADDR] [--resume]
 
 Starts Ray locally (dashboard on 127.0.0.1) or joins a cluster (--address, or RAY_ADDRESS).
-Writes results/<name>/ with best_config.yaml, which `python scripts/train.py` runs as is.
+Writes results/<name>/ with best_config.yaml, which `python scripts/train.py` runs as is: the
+exploration's best trial, or, when the space has a `final:` race, the finalist that passed the
+most checklist items in its worst fresh seed at the production budget (search/race.py).
 Exit status: 0 done, 2 bad input (nothing written), 130 interrupted (resume with --resume).
 """
 
@@ -49,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dashboard-host", default="127.0.0.1",
                         help="interface the local dashboard binds to (default 127.0.0.1; 0.0.0.0 exposes it)")
     parser.add_argument("--num-gpus", type=int, help="GPUs a local Ray declares (default: detected)")
+    parser.add_argument("--no-final-race", action="store_true",
+                        help="skip the space's final race (its `final:`): the exploration's best trial is the answer")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
     return parser
 
@@ -109,7 +113,8 @@ def resolve(args):
                 "cpu": resources.cpu if args.cpu is None else args.cpu,
                 "gpu": resources.gpu if args.gpu is None else args.gpu,
                 "max_concurrent": budget.max_concurrent if args.max_concurrent is None else args.max_concurrent,
-                "early_stopping": budget.early_stopping and not args.no_early_stopping}
+                "early_stopping": budget.early_stopping and not args.no_early_stopping,
+                "final": None if args.no_final_race else loaded.space.final}
     for key, flag, low in (("max_concurrent", "--max-concurrent", 0), ("num_samples", "--num-samples", 1),
                            ("max_epochs", "--max-epochs", 1)):
         if settings[key] < low:
@@ -154,10 +159,20 @@ def print_outcome(best, exp_dir: Path, remote: str | None) -> None:
     summary = json.loads((exp_dir / "best_trial.json").read_text())
     v, v_seed = summary["verdict"], summary["verdict_seed_targets"]
     print(f"best trial {best.trial_id}: final score {format_score(best.final('score'), True)} ({best.status})")
-    print(f"checklist: {v['passed']}/{v['total']} items pass"
+    where = f" in its exploration trial ({best.last.get('epoch', 0)} epochs, seed of the base config)" if summary.get("final_race") else ""
+    print(f"checklist{where}: {v['passed']}/{v['total']} items pass"
           + (f"; failed: {', '.join(v['failed'])}" if v["failed"] else "")
           + (f"; n/a: {', '.join(v['n/a'])}" if v.get("n/a") else "")
           + f" ({v_seed['passed']}/{v_seed['total']} with the seed's literal targets)")
+    race = summary.get("final_race")
+    if race:
+        seeds = ", ".join(str(x) for x in race["seeds"])
+        print(f"final race: {race['summary']} (seeds {seeds}; {race['trial_epochs']} of the "
+              f"{race['trial_epochs_without_stopping']} trial-epochs a race without stopping runs)")
+        for line in race["winner_failures"]:
+            print(f"  failed in {line}")
+        if race["winner_failures"]:
+            print("  no finalist passed every item in every seed: the one that passed most in its worst seed is exported")
     print(f"best config: {exp_dir / 'best_config.yaml'}\n  run it: python scripts/train.py {exp_dir / 'best_config.yaml'}")
     print(f"trials: {exp_dir / 'trials.csv'}; study: sqlite:///{exp_dir / 'study.db'}")
     if remote:

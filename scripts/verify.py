@@ -3,8 +3,9 @@
 
     python scripts/verify.py results/<experiment> [--seeds 3] [--top 2] [--epochs E] [--jobs 2]
 
-Each of the top trials (by final score) is retrained from its own resolved config for its full
-epochs (or --epochs) with seeds 1000, 1001, ... (never the search's), under
+Each of the top trials (by final score; after a final race, the race's finalists in its order, at
+its production epochs) is retrained from its own resolved config for its full epochs (or --epochs)
+with seeds 1000, 1001, ... (never the search's nor its race's, 2000, 2001, ...), under
 results/<experiment>/verify/. Its metrics are on the held-out validation tasks, as in every run.
 Writes verify.json (mean, spread and pass rate of each checklist item per trial, and the versions
 it ran with) and refreshes report.md, which then includes it. Says so when torch, ray, optuna or
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from model.io import atomic_write_json
-    from search.export import planned_epochs, read_trials
+    from search.export import RACE_OUTCOME_FILE, planned_epochs, read_json, read_trials
     from search.judge import across_seeds, checklist, ranked
     from search.report import write_report
     from search.runs import train_subprocess
@@ -52,10 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     differs = drift(exp_dir)
     for line in differs:
         print(f"note: verifying with {line}: a difference from the search's figures may come from it too")
-    trials = ranked(read_trials(exp_dir), judging.mode)[: args.top]  # the order best_trial.json is picked by
+    trials = ranked(read_trials(exp_dir), judging.mode)  # the order best_trial.json is picked by
+    race = read_json(exp_dir / RACE_OUTCOME_FILE)
+    if race.get("winner"):  # after a final race: its finalists in its order, at its production budget
+        by_id = {t.trial_id: t for t in trials}
+        trials = [by_id[trial_id] for trial_id in race["ranking"]]
+        print(f"verifying the final race's finalists in its order ({race['summary']} for its winner) "
+              f"at {race['epochs']} epochs, on seeds it never used")
+    trials = trials[: args.top]
     jobs = []
     for t in trials:
-        planned = args.epochs or planned_epochs(t)
+        planned = args.epochs or (race["epochs"] if race.get("winner") else planned_epochs(t))
         for i in range(args.seeds):
             seed = SEED_BASE + i
             jobs.append((t, seed, planned, [f"--seed={seed}", f"--epochs={planned}", "--threads=1"]))

@@ -9,6 +9,10 @@ trainer's `run/` (config.yaml, metrics.jsonl, status.json). Writes, each atomica
                        experiment's targets (targets.json) and with the seed's literal ones, each
                        with a verdict (items passed / total, and which failed)
     trials.csv         one row per trial: status, epochs, score, health metrics, params
+
+After a final race (race.json, search/race.py) the best trial is the race's winner: its
+best_config.yaml carries the race's production epochs, and best_trial.json its per-seed
+verdicts under "final_race".
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from model.io import atomic_write_json, atomic_write_text
 from search.judge import judge, ranked
 from search.targets import SEED, collapsed, read_judging
 
+RACE_OUTCOME_FILE = "race.json"  # the final race's outcome (search/race.py), when the search had one
 SUMMARY_KEYS = ("score", "score/best", "codebook/usage", "codebook/perplexity", "rank/context",
                 "rank/target", "val/loss", "val/loss_reference", "train/loss", "grad/norm_mean", "grad/norm_max")
 
@@ -126,9 +131,10 @@ def read_json(path: Path) -> dict:
         return {}
 
 
-def read_trials(exp_dir: Path) -> list[TrialRecord]:
-    """Every trial folder of the experiment, with its status under the experiment's collapse rule."""
-    judging = read_judging(exp_dir)
+def read_trials(exp_dir: Path, judging=None) -> list[TrialRecord]:
+    """Every trial folder of the experiment, with its status under the experiment's collapse rule
+    (`judging`: another folder's, for the final race's trials in <experiment>/final)."""
+    judging = judging or read_judging(exp_dir)
     trials = []
     for params_file in sorted(exp_dir.glob("*/params.json")):
         path = params_file.parent
@@ -168,11 +174,24 @@ def export_best(exp_dir: str | Path, metric: str = "score", mode: str | None = N
     if not order:
         return None
     best = order[0]
+    # the final race's winner (race.json, search/race.py) is the search's answer under its own objective
+    race = read_json(exp_dir / RACE_OUTCOME_FILE) if (metric, reduce) == ("score", "last") else {}
+    if race.get("winner"):
+        best = next(t for t in order if t.trial_id == race["winner"])
+        race = {k: race[k] for k in ("summary", "winner_failures", "seeds", "epochs", "ranking", "trial_epochs",
+                                     "trial_epochs_without_stopping")} | {"winner": race["finalists"][race["winner"]]}
+    else:
+        race = {}
 
     config = yaml.safe_load((best.path / "run" / "config.yaml").read_text())
     config["name"] = f"{exp_dir.name}-best"
+    how = f"by {reduce} {metric} ({mode})"
+    if race:  # the production budget it was raced at
+        (config if "trainer" in config else config["training"])["epochs"] = race["epochs"]
+        how = (f"winner of the final race among the top {len(race['ranking'])} ({race['summary']}; "
+               "race.json)")
     atomic_write_text(exp_dir / "best_config.yaml",  # a JEPA config, or a contract run file naming its trainer
-                      f"# best trial {best.trial_id} of {exp_dir} by {reduce} {metric} ({mode}); "
+                      f"# best trial {best.trial_id} of {exp_dir} {how}; "
                       f"run it with: python scripts/train.py {exp_dir / 'best_config.yaml'}\n"
                       + yaml.safe_dump(config, sort_keys=False))
     judgement = judge(read_jsonl(best.path / "run" / "metrics.jsonl"), planned_epochs(best), judging.targets)
@@ -187,6 +206,7 @@ def export_best(exp_dir: str | Path, metric: str = "score", mode: str | None = N
         "seed_targets": SEED.as_dict(),
         **judgement.as_dict(),
         "trial_dir": str(best.path),
+        **({"final_race": race} if race else {}),
     })
     return best
 

@@ -45,6 +45,9 @@ SHOWN: dict[str, Callable[[float], str]] = {
     "final_val_loss": lambda v: f"{v:.4g}",
 }
 ITEMS = tuple(SHOWN)  # the checklist's items, in order
+# Items judged over every epoch so far ("every epoch", "never"): once failed, no later epoch can
+# pass them again. The others are judged at the run's last epoch and stay open until it ends.
+SETTLED_ON_FAILURE = ("usage_throughout", "no_val_spike", "grad_norm_mean", "grad_norm_max")
 
 
 def sign(mode: str) -> int:
@@ -115,6 +118,15 @@ def checklist(history: list[dict], planned_epochs: int, targets: Targets = SEED)
     items["final_val_loss"] = (_item(value < targets.final_val_loss, value, last["epoch"], targets.final_val_loss, label)
                                if _reported(history, loss_key) else _item(None, None, None, targets.final_val_loss, label))
     return items
+
+
+def can_still_pass(items: dict[str, dict]) -> int:
+    """An upper bound on the items a run judged so far (`items`, checklist of its history up to
+    now) can pass once it ends: every item but those already failed for good (SETTLED_ON_FAILURE)
+    and those n/a (a trainer reports the same metrics every epoch, so an item whose metric it has
+    not reported stays n/a). For an ended run, the items it passed are the exact count."""
+    return sum(i["pass"] is not None and not (k in SETTLED_ON_FAILURE and i["pass"] is False)
+               for k, i in items.items() if k != "ran")
 
 
 def verdict(items: dict[str, dict]) -> dict:

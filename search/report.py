@@ -29,7 +29,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 import yaml  # noqa: E402
 
 from model.io import atomic_write_text  # noqa: E402
-from search.export import TrialRecord, planned_epochs, read_jsonl, read_trials  # noqa: E402
+from search.export import RACE_OUTCOME_FILE, TrialRecord, planned_epochs, read_json, read_jsonl, read_trials  # noqa: E402
 from search.judge import ITEMS, format_item, judge, ranked  # noqa: E402
 from search.score import items_passed  # noqa: E402
 from search.targets import SEED, Targets, read_judging  # noqa: E402
@@ -224,7 +224,8 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
     trials = read_trials(exp_dir)
     judging = read_judging(exp_dir)
     scored = ranked(trials, judging.mode)  # the order export's best_trial.json is picked by
-    best = scored[0] if scored else None
+    race = read_json(exp_dir / RACE_OUTCOME_FILE)
+    best = next((t for t in scored if t.trial_id == race.get("winner")), scored[0] if scored else None)
     space = yaml.safe_load((exp_dir / "space.yaml").read_text()) if (exp_dir / "space.yaml").is_file() else {}
     plot_curves(trials, best, exp_dir / "curves.png", judging.targets)
     params = plot_params(trials, space, exp_dir / "params.png")
@@ -250,9 +251,11 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
         v, v_seed = judgement.verdict, judgement.seed_verdict
         failed = "; failed: " + ", ".join(v["failed"]) if v["failed"] else ""
         failed += "; n/a (never reported): " + ", ".join(v["n/a"]) if v["n/a"] else ""
-        lines += [f"Best trial: `{best.trial_id}`, final score {format_score(_best_score(best), True)} "
+        raced = f" (the final race's winner: {race['summary']})" if race.get("winner") else ""
+        lines += [f"Best trial: `{best.trial_id}`{raced}, final score {format_score(_best_score(best), True)} "
                   f"({best.status}); config: `{exp_dir / 'best_config.yaml'}`.", "",
-                  f"Checklist: {v['passed']}/{v['total']} items pass with the targets in force{failed}; "
+                  f"Checklist{' in its exploration trial' if raced else ''}: {v['passed']}/{v['total']} items pass "
+                  f"with the targets in force{failed}; "
                   f"{v_seed['passed']}/{v_seed['total']} with the seed's literal targets.", ""]
     lines += ["## Per epoch", "", "![curves](curves.png)", ""]
     if params:
@@ -289,6 +292,8 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
                                          format_score(_best_score(t)), format_score(t.best('score', judging.mode)),
                                          *[_fmt(t.params.get(p, "")) for p in params],
                                          *marks, f"{j.seed_verdict['passed']}/{j.seed_verdict['total']}"]) + " |")
+    if race:
+        lines += ["", "## Final race (fresh seeds, production budget)", "", *_race_lines(race)]
     verify = exp_dir / "verify.json"
     if verify.is_file():
         lines += ["", "## Verification (fresh seeds, full epochs)", "", *_verify_lines(json.loads(verify.read_text()))]
@@ -301,6 +306,31 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
     path = exp_dir / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def _race_lines(race: dict) -> list[str]:
+    """The race (race.json, search/race.py): each finalist's verdict in each seed, best first."""
+    seeds = race["seeds"]
+    if race.get("winner"):
+        head = [f"Winner: `{race['winner']}`, {race['summary']}; {race['trial_epochs']} trial-epochs run of the "
+                f"{race['trial_epochs_without_stopping']} a race without stopping runs. Finalists are ranked by the items "
+                "passed in their worst seed, then by their mean health margin; a finalist that could no longer beat "
+                "the best was dropped."]
+        head += ["", *[f"- The winner failed in {line}." for line in race["winner_failures"]]] if race["winner_failures"] else []
+    else:
+        head = ["The race has not finished (resume the search with `--resume`)."]
+    lines = [*head, "", "| finalist | exploration score | " + " | ".join(f"seed {s}" for s in seeds)
+             + " | worst seed | mean margin |", "|---|---|" + "---|" * len(seeds) + "---|---|"]
+    for trial_id in race["ranking"]:
+        f = race["finalists"][trial_id]
+        cells = []
+        for s in seeds:
+            v = f["seeds"][str(s)]
+            shown = f"{v['verdict']['passed']}/{v['verdict']['total']}" if v["verdict"] else "-"
+            cells.append(f"{shown} ({v['status']}, {v['epochs']} epochs)")
+        lines.append(f"| `{trial_id}`{' (dropped)' if f['dropped'] else ''} | {format_score(f['exploration_score'])} | "
+                     + " | ".join(cells) + f" | {f['worst_passed']}/{f['total']} | {f['mean_margin']:.3f} |")
+    return lines
 
 
 def _verify_lines(v: dict) -> list[str]:

@@ -8,6 +8,8 @@
         build_scheduler      ASHA on the score (FIFO without early stopping)
         build_tuner          the Tuner: reused workers, storage, collapse stopper, retries, callbacks, console reporter
         (restore_tuner       --resume: Tuner.restore instead of the three above)
+        run_race             the final race (the space's `final:`): the top trials on fresh seeds at the
+                             production budget, a second Ray experiment in <experiment>/final (search/race.py)
         finish               mirror a URI experiment, set aside orphans, export the best, report, upload
 
     results/<experiment>/               Ray's experiment folder (storage_path/name)
@@ -18,6 +20,7 @@
         versions.json                   torch, ray, optuna, numpy and Python it ran with (search/versions.py)
         best_config.yaml, best_trial.json, trials.csv    (search/export.py)
         report.md, curves.png, params.png, importance.png (search/report.py)
+        race_plan.json, race.json, final/   the final race: its plan, outcome and Ray experiment (search/race.py)
 
 The environment Ray reads is set in one place before Ray is imported (search/ray_env.py).
 
@@ -33,6 +36,9 @@ minor release, and the tests that cover it are named):
   `_sampler`, `_metric`, `_suggest_from_define_by_run_func` and SearchGenerator's `searcher` and
   `total_samples` (search/optuna_search.py): pruned trials told as PRUNED, the study in the
   searcher's snapshot, a restore reconciled with Ray's trials (tests/test_optuna_search.py).
+- `TrialScheduler._supports_buffered_results`, `TuneController.stop_trial` and `Trial.init_local_path`
+  (RaceScheduler): every race report decided on as it comes, and a dropped finalist's seeds ended
+  before they start (tests/test_race.py).
 - the `ray.train._internal.storage` logger (search/trainable.py): its per-epoch "Checkpoint
   successfully created" lines go to the trial's run/checkpoints.log instead of the console.
 """
@@ -54,19 +60,21 @@ import psutil
 from ray import tune
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.stopper import Stopper
 
 from model.config import ConfigError
 from model.io import atomic_write_json, atomic_write_text
-from search.export import export_best
+from search import race, versions
+from search.export import RACE_OUTCOME_FILE, export_best
 from search.optuna_search import BudgetedSearch, PruningAwareOptunaSearch, ReconcileAfterRestore, SamplerFactory
-from search.space import DefineByRun, LoadedSpace
-from search.storage import DRIVER_FILES, Location, download, set_aside, upload
+from search.race import RACE_DIR, RACE_KEY
+from search.space import DefineByRun, Final, LoadedSpace
+from search.storage import DRIVER_FILES, Location, download, remote_file_exists, set_aside, upload
 from search.targets import JUDGING_FILE, Judging, collapsed
 from search.trainable import WORKER_KEY, run_trial
-from search import versions
 
 # objective.multi_objective; val loss under the fixed REFERENCE_WEIGHTS (model/jepa.py), comparable across trials
 PARETO_METRICS = ["codebook/usage", "rank/context", "val/loss_reference"]
@@ -100,6 +108,7 @@ class SearchOptions:
     max_concurrent: int = 0  # 0: as many trials as resources allow
     early_stopping: bool = True  # ASHA + collapse stopper; False: every trial runs max_epochs
     remote: str | None = None  # <uri>/<name> when --storage is a URI (search/storage.py)
+    final: Final | None = None  # the final race (search/race.py); None: the exploration's best is the answer
 
     @property
     def location(self) -> Location:
@@ -130,6 +139,50 @@ class CollapseStopper(Stopper):
 
     def stop_all(self) -> bool:
         return False
+
+
+class RaceScheduler(FIFOScheduler):
+    """Ray Tune scheduler of the race: runs the entries in plan order, and stops every run of a
+    finalist the racing rule (`eliminated`) drops, the running ones at their next report, the
+    pending ones before they start. Its state is read from the trials themselves (their config,
+    status and latest report), so a restored experiment races on where it was."""
+
+    _supports_buffered_results = False  # each report decided on as it comes, as ASHA's are
+
+    def __init__(self, racing: bool = True):
+        super().__init__()
+        self.racing = racing
+
+    def _out(self, tune_controller, reporting=None, result: dict | None = None) -> set[str]:
+        """The finalists dropped so far; `result` is the `reporting` trial's new report (Ray
+        records it as the trial's last result only after the scheduler has decided)."""
+        if not self.racing:
+            return set()
+        runs: dict[str, list[race.SeedRun]] = {}
+        for trial in tune_controller.get_trials():
+            ended = trial.status in (Trial.TERMINATED, Trial.ERROR)
+            latest = result if trial is reporting else trial.last_result
+            runs.setdefault(trial.config[RACE_KEY]["finalist"], []).append(race.from_result(ended, latest))
+        return race.eliminated(runs)
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if trial.config[RACE_KEY]["finalist"] in self._out(tune_controller, trial, result):
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def choose_trial_to_run(self, tune_controller):
+        out = self._out(tune_controller)
+        for trial in list(tune_controller.get_trials()):
+            if trial.status == Trial.PENDING and trial.config[RACE_KEY]["finalist"] in out:
+                # ended before it starts (Ray starts every PENDING trial it has resources for, whatever
+                # this method returns): TERMINATED without results, with the folder Ray's reporter expects
+                trial.init_local_path()
+                tune_controller.stop_trial(trial)
+        return next((t for t in tune_controller.get_trials() if t.status in (Trial.PENDING, Trial.PAUSED)
+                     and t.config[RACE_KEY]["finalist"] not in out), None)
+
+    def debug_string(self) -> str:
+        return "Final race: finalists by the items passed in their worst seed" + ("" if self.racing else " (no stopping)")
 
 
 class BestSoFar(Callback):
@@ -313,31 +366,89 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
         check_resources(ray, opts, str(loaded.path))
         if location.remote is None:
             check_storage_visible(ray, exp_dir.parent, str(exp_dir.parent))
-        trainable = build_trainable(loaded, opts, exp_dir)
+        trainable = build_trainable(loaded, opts, exp_dir, opts.max_epochs)
         if opts.resume:
-            tuner = restore_tuner(opts, exp_dir, trainable)
+            if not study_finished(exp_dir, opts.num_samples):  # a resume after the exploration goes to the race
+                restore_tuner(opts, exp_dir, trainable).fit()
         else:
             prepare_experiment(loaded, opts, exp_dir)
             search = build_searcher(loaded, opts)
-            tuner = build_tuner(loaded, opts, exp_dir, trainable, search, build_scheduler(loaded, opts))
-        tuner.fit()
+            build_tuner(loaded, opts, exp_dir, trainable, search, build_scheduler(loaded, opts)).fit()
         phases["trials_done"] = time.time()
         # Ctrl-C makes fit() return early; Ray then marks the trials it stopped TERMINATED like
         # finished ones, so whether the budget ran out is read from the study (study_finished)
         interrupted = not study_finished(exp_dir, opts.num_samples)
+        if not interrupted and opts.final is not None:
+            interrupted = not run_race(loaded, opts, exp_dir)
+            phases["race_done"] = time.time()
     finally:
         ray.shutdown()
     phases["ray_stopped"] = time.time()
     return finish(opts, exp_dir, started, phases), interrupted
 
 
-def build_trainable(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path):
-    """The Ray adapter (search/trainable.py) with the search's settings, its resources per trial,
-    as the TrialWorker class that runs trial after trial."""
+def build_trainable(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path, epochs: int):
+    """The Ray adapter (search/trainable.py) with the search's settings, `epochs` per trial, its
+    resources per trial, as the TrialWorker class that runs trial after trial; `exp_dir` is the
+    Ray experiment's folder (the search's, or its race's)."""
     return trial_worker_class(tune.with_resources(
-        tune.with_parameters(run_trial, space=loaded, epochs=opts.max_epochs, num_threads=max(1, int(opts.cpu)),
+        tune.with_parameters(run_trial, space=loaded, epochs=epochs, num_threads=max(1, int(opts.cpu)),
                              experiment_dir=str(exp_dir) if opts.location.remote is None else None),
         {"cpu": opts.cpu, "gpu": opts.gpu}))
+
+
+def run_race(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path) -> bool:
+    """The final race (search/race.py) after a finished exploration, or its resume: the plan
+    fixed at its start (race_plan.json), one Ray trial per (finalist, seed) in <experiment>/final,
+    RaceScheduler dropping finalists that can no longer win; then race.json. Returns whether
+    every planned run ended (False: interrupted, resumable)."""
+    final, location = opts.final, opts.location
+    download(location)  # a URI experiment: the exploration's trial folders, to rank them
+    race_exp = exp_dir / RACE_DIR
+    remote = f"{location.remote}/{RACE_DIR}" if location.remote else None
+    trainable = build_trainable(loaded, opts, race_exp, final.epochs)
+    if remote_file_exists(f"{remote}/tuner.pkl") if remote else (race_exp / "tuner.pkl").is_file():
+        tuner = tune.Tuner.restore(remote or str(race_exp.resolve()), trainable=trainable, resume_errored=True)
+    else:
+        plan = race.make_plan(exp_dir, final.top_k, final.seeds, final.epochs, final.seed_base)
+        if not plan["entries"]:
+            return True  # no trial to race (none produced a result)
+        atomic_write_json(exp_dir / race.PLAN_FILE, plan)
+        upload(location, [race.PLAN_FILE])
+        print(f"final race: the top {len(plan['finalists'])} trials ({', '.join(f['trial_id'] for f in plan['finalists'])}) "
+              f"on fresh seeds {plan['seeds']} at {plan['epochs']} epochs each", flush=True)
+        tuner = build_race_tuner(loaded, opts, exp_dir, trainable, plan)
+    tuner.fit()
+    download(location)
+    outcome = race.write_outcome(exp_dir)
+    upload(location, [RACE_OUTCOME_FILE])
+    return outcome is None or outcome["finished"]
+
+
+def build_race_tuner(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path, trainable, plan: dict) -> tune.Tuner:
+    """The race's Tuner: one grid entry per (finalist, seed) in plan order, RaceScheduler (no
+    dropping with --no-early-stopping), the collapse stopper, retries, reused workers; its
+    experiment is <experiment>/final in the same storage."""
+    objective, location = loaded.space.objective, opts.location
+    return tune.Tuner(
+        trainable,
+        param_space={RACE_KEY: tune.grid_search(plan["entries"])},
+        tune_config=tune.TuneConfig(scheduler=RaceScheduler(racing=opts.early_stopping), num_samples=1,
+                                    trial_dirname_creator=trial_dirname, reuse_actors=True,
+                                    max_concurrent_trials=opts.max_concurrent or None),
+        run_config=tune.RunConfig(
+            name=RACE_DIR, storage_path=location.remote or str(exp_dir.resolve()),
+            sync_config=tune.SyncConfig(sync_artifacts=location.remote is not None),
+            stop=(CollapseStopper(objective.collapse_usage_floor, objective.collapse_patience,
+                                  usage_rule=objective.goal == "health") if opts.early_stopping else None),
+            failure_config=tune.FailureConfig(max_failures=loaded.space.budget.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
+            progress_reporter=ResultsReporter(exp_dir / RACE_DIR, len(plan["entries"]), objective.mode,
+                                              metric_columns=TABLE_COLUMNS,
+                                              parameter_columns={f"{RACE_KEY}/finalist": "finalist", f"{RACE_KEY}/seed": "seed"},
+                                              max_column_length=TABLE_COLUMN_WIDTH, max_report_frequency=30),
+            verbose=1))
 
 
 def restore_tuner(opts: SearchOptions, exp_dir: Path, trainable) -> tune.Tuner:

@@ -81,16 +81,22 @@ def run_score(history: list[dict], planned_epochs: int, targets: Targets = SEED,
     """The objective of a run whose per-epoch rows (metrics.jsonl) are `history`, judged against a
     plan of `planned_epochs`. A metric the run does not report counts as NaN (its ratio then
     zeroes the margin unless its weight is 0); a reported val loss that is not finite is a diverged run."""
+    if not history or not math.isfinite(history[-1].get("val/loss", 0.0)):
+        return diverged_score(goal)
+    return checklist_score(checklist(history, planned_epochs, targets), run_margin(history, targets, weights))
+
+
+def run_margin(history: list[dict], targets: Targets = SEED,
+               weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> float:
+    """health_margin of a run's per-epoch rows: its lowest usage over the run (no codes: 0) and
+    its ranks at the last epoch; 0 for a run without epochs."""
     if not history:
-        return diverged_score(goal)
+        return 0.0
     last = history[-1]
-    if not math.isfinite(last.get("val/loss", 0.0)):
-        return diverged_score(goal)
     usages = [h.get("codebook/usage", math.nan) for h in history]
     usage_min = min((0.0 if not math.isfinite(u) else u) for u in usages)  # no codes: usage 0
-    margin = health_margin(usage_min, last.get("rank/context", math.nan), last.get("rank/target", math.nan),
-                           targets, weights)
-    return checklist_score(checklist(history, planned_epochs, targets), margin)
+    return health_margin(usage_min, last.get("rank/context", math.nan), last.get("rank/target", math.nan),
+                         targets, weights)
 
 
 def objective_score(history: list[dict], planned_epochs: int, objective) -> float:
@@ -105,3 +111,12 @@ def items_passed(score: float) -> int | None:
     if not math.isfinite(score) or score < 0 or score >= DIVERGED_SCORE_COLLAPSE_GOAL:
         return None
     return int(math.floor(score))
+
+
+def margin_of(score: float) -> float:
+    """The health margin a finite, non-diverged score carries: its fractional part f = m / (1 + m),
+    so m = f / (1 - f) (NaN for a diverged or non-finite score)."""
+    if items_passed(score) is None:
+        return math.nan
+    fraction = score - math.floor(score)
+    return fraction / (1.0 - fraction)

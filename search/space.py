@@ -172,6 +172,21 @@ class Budget(_Strict):
         return self
 
 
+class Final(_Strict):
+    """The final race (search/race.py): after the exploration (TPE + ASHA, one seed per trial at
+    max_epochs), the top_k trials are retrained on `seeds` fresh seeds at the production budget,
+    as Ray Tune trials; a finalist that can no longer beat the best on the items passed in its
+    worst seed is stopped. The winner is the finalist passing the most items in its worst seed,
+    then the largest mean health margin."""
+
+    top_k: int = Field(default=2, ge=1, description="Finalists: the exploration's best trials by final score.")
+    seeds: int = Field(default=2, ge=1, description="Fresh seeds each finalist is retrained on.")
+    epochs: int = Field(default=80, ge=1, description="The production budget of every race run (the seed's 80): no "
+                        "ASHA; the trainer's own early stopping stands, and the checklist's 'ran all epochs' judges it.")
+    seed_base: int = Field(default=2000, ge=0, description="The race's seeds are seed_base, seed_base + 1, ...: never "
+                           "the trials' own seed, nor scripts/verify.py's (1000, 1001, ...).")
+
+
 class Resources(_Strict):
     cpu: float = Field(default=1.0, gt=0, description="CPUs per trial (torch threads = max(1, int(cpu))).")
     gpu: float = Field(default=0.0, ge=0, le=1, description="GPU fraction per trial (0.5: two trials per GPU).")
@@ -191,6 +206,9 @@ class SearchSpace(_Strict):
     objective: Objective = Objective()
     budget: Budget = Budget()
     resources: Resources = Resources()
+    final: Final | None = Field(
+        default=None, description="The final race over fresh seeds at the production budget (Final); absent or "
+        "null: none, the exploration's best trial is the answer (scripts/search.py --no-final-race turns it off too).")
     seed: int = Field(default=0, ge=0, description="Seeds the sampler, and a contract trainer's trials (run.seed; "
                       "the JEPA trainer's trials take their base config's seed).")
     sampler: Literal["tpe", "random"] = Field(
@@ -216,11 +234,15 @@ class LoadedSpace:
     def trainer(self) -> str | None:
         return self.space.trainer
 
-    def trial_config(self, params: dict[str, Any], *, epochs: int, name: str, num_threads: int) -> TrainConfig:
-        """The complete training config of one JEPA trial (the Ray adapter's only dict-to-typed step)."""
+    def trial_config(self, params: dict[str, Any], *, epochs: int, name: str, num_threads: int,
+                     seed: int | None = None) -> TrainConfig:
+        """The complete training config of one JEPA trial (the Ray adapter's only dict-to-typed step);
+        `seed` replaces the base config's (a final-race run), None keeps it."""
         raw = copy.deepcopy(self.base)
         for key, value in params.items():
             set_dotted(raw, key, value)
+        if seed is not None:
+            set_dotted(raw, "seed", seed)
         set_dotted(raw, "training.epochs", epochs)
         set_dotted(raw, "training.num_threads", num_threads)
         set_dotted(raw, "name", name)

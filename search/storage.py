@@ -141,4 +141,4 @@ def set_aside(loc: Location, names: list[str], folder: str = "orphaned") -> None
 # The driver's own files, uploaded beside a URI experiment after each export.
 DRIVER_FILES = ["study.db", "targets.json", "space.yaml", "command.txt", "best_config.yaml", "best_trial.json",
                 "trials.csv", "report.md", "curves.png", "params.png", "importance.png", "pareto.png",
-                "verify.json", "search_time.json", "versions.json"]
+                "verify.json", "search_time.json", "versions.json", "race_plan.json", "race.json"]

@@ -36,7 +36,8 @@ from ray import tune
 from model.io import atomic_write_json, atomic_write_text
 
 from search.export import read_jsonl
-from search.judge import checklist, sign
+from search.judge import can_still_pass, checklist, sign
+from search.race import RACE_KEY
 from search.score import diverged_score, objective_score
 from search.space import LoadedSpace
 
@@ -64,8 +65,10 @@ class TrialScorer:
         self.best = max(self.best, score) if self.better > 0 else min(self.best, score)
         items = checklist(history, self.epochs, self.targets)
         values = {f"checklist/{k}": float(i["value"]) for k, i in items.items() if isinstance(i["value"], (int, float))}
-        self.latest = {"score": score, "score/best": self.best, "checklist/passed": float(sum(i["pass"] is True
-                                                                                            for i in items.values()))}
+        # checklist/can_pass: the items this trial can still pass when it ends (the final race's bound)
+        self.latest = {"score": score, "score/best": self.best,
+                       "checklist/passed": float(sum(i["pass"] is True for i in items.values())),
+                       "checklist/can_pass": float(can_still_pass(items))}
         return {**self.latest, **values}
 
     def report(self, metrics: dict, checkpoint_dir: Path | None, final: bool) -> None:
@@ -95,6 +98,10 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
     start for its first trial, the reset for a later one) and how many trials it has run."""
     config = dict(config)
     worker = config.pop(WORKER_KEY, None) or {"assigned": psutil.Process().create_time(), "trials": 1}
+    race = config.pop(RACE_KEY, None)  # a final-race run (search/race.py): a finalist's params on a fresh seed
+    seed = None
+    if race is not None:
+        config, seed = dict(race["params"]), int(race["seed"])
     context = tune.get_context()
     run_dir = trial_folder(context.get_trial_dir(), experiment_dir) / "run"
     placement = {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
@@ -120,20 +127,23 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
             with checkpoint.as_directory() as d:
                 shutil.copytree(d, restored, dirs_exist_ok=True)
         if space.trainer is None:
-            _train_jepa(config, space, epochs, num_threads, context.get_trial_id(), run_dir, restored, scorer, reported)
+            _train_jepa(config, space, epochs, num_threads, context.get_trial_id(), run_dir, restored, scorer, reported,
+                        seed)
         else:
             _train_contract(config, space, epochs, context.get_trial_id(), run_dir,
-                            restored if checkpoint is not None else None, checkpoint, scorer, reported)
+                            restored if checkpoint is not None else None, checkpoint, scorer, reported,
+                            space.space.seed if seed is None else seed)
     finally:
         shutil.rmtree(restored, ignore_errors=True)
 
 
 def _train_jepa(config: dict, space: LoadedSpace, epochs: int, num_threads: int, trial_id: str, run_dir: Path,
-                checkpoint_dir: Path, scorer: TrialScorer, reported) -> None:
-    """The JEPA trainer (model/train.py), its working checkpoint in `checkpoint_dir` (Ray's restored one, if any)."""
+                checkpoint_dir: Path, scorer: TrialScorer, reported, seed: int | None) -> None:
+    """The JEPA trainer (model/train.py), its working checkpoint in `checkpoint_dir` (Ray's restored
+    one, if any); `seed` replaces the base config's (None: a trial of the exploration keeps it)."""
     from model.train import train  # imported in the trial process
 
-    cfg = space.trial_config(config, epochs=epochs, name=trial_id, num_threads=num_threads)
+    cfg = space.trial_config(config, epochs=epochs, name=trial_id, num_threads=num_threads, seed=seed)
     result = train(cfg, run_dir, on_epoch=reported, checkpoint_dir=checkpoint_dir,
                    extra_scalars=lambda metrics, final: scorer(read_jsonl(run_dir / "metrics.jsonl")),
                    hparams=config, hparam_metrics=HPARAM_METRICS)
@@ -142,7 +152,7 @@ def _train_jepa(config: dict, space: LoadedSpace, epochs: int, num_threads: int,
 
 
 def _train_contract(config: dict, space: LoadedSpace, epochs: int, trial_id: str, run_dir: Path,
-                    restored: Path | None, checkpoint, scorer: TrialScorer, reported) -> None:
+                    restored: Path | None, checkpoint, scorer: TrialScorer, reported, seed: int) -> None:
     """A user's trainer through the contract (search/contract.py): the parameters as a nested dict,
     a Run whose reports are scored and go to Ray with their checkpoint. A restored trial resumes
     its history at the restored checkpoint's epoch (Checkpoint metadata `epoch`)."""
@@ -152,7 +162,6 @@ def _train_contract(config: dict, space: LoadedSpace, epochs: int, trial_id: str
         sys.path.insert(0, space.trainer_root)  # the folder the search runs in: the trainer imports from there
     trainer = load_trainer(space.trainer, "trainer")
     nested = space.contract_config(config)
-    seed = space.space.seed
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(run_file(space.trainer, trial_id, seed, epochs, nested),
                                                               sort_keys=False))
     kept = int((checkpoint.get_metadata() or {}).get("epoch", 0)) if checkpoint is not None else 0

@@ -67,3 +67,9 @@ DISTANCE_VARIANTS = {"production": [], "production-copies4": ["data.augment_copi
                      # decay the codes keep moving at full speed once the lr has decayed to nothing
                      "production-decay0.95": ["vq.ema_decay=0.95"], "production-decay0.99": ["vq.ema_decay=0.99"],
                      "production-lr5e-4-decay0.99": ["training.lr=5.0e-4", "vq.ema_decay=0.99"]}
+# stage `patience`: is the trainer's patience rule right for a converged run? The production config
+# over seeds no other stage uses, and the sixth run and the closest-to-collapse config over the first,
+# each for the production length with early stopping off, then both rules replayed on their val losses
+PATIENCE_EPOCHS = PRODUCTION_EPOCHS
+PATIENCE_RUNS = (("stable_production", 3000), ("stable_production", 3001), ("stable_production", 3002),
+                 ("sixth_run", 3000), ("closest_to_collapse", 3000))

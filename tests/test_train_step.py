@@ -115,11 +115,13 @@ def test_a_cosine_run_ends_at_the_final_lr_and_warmup_must_end_before_the_run(tm
 
 
 def test_patience_ends_a_run_early_but_a_run_that_reaches_its_last_epoch_is_completed(tmp_path):
-    """min_delta far above any improvement: epoch 1 is the only new best, so patience 1 runs out at
-    epoch 2, which ends a 3-epoch run early and is simply the end of a 2-epoch one."""
+    """min_delta far above any improvement and no floor band: epoch 1 is the only new best, so
+    patience 1 runs out at epoch 2, which ends a 3-epoch run early and is simply the end of a
+    2-epoch one."""
     from model.train import train
 
-    base = ["data.max_tasks=20", "training.early_stopping.patience=1", "training.early_stopping.min_delta=1e9"]
+    base = ["data.max_tasks=20", "training.early_stopping.patience=1", "training.early_stopping.min_delta=1e9",
+            "training.early_stopping.floor_tolerance=0"]
     for epochs, status in ((3, "early_stopped"), (2, "completed")):
         cfg = load_config(ROOT / "configs" / "sixth_run.yaml", [*base, f"training.epochs={epochs}"])
         result = train(cfg, tmp_path / f"run{epochs}", log=lambda _: None)
