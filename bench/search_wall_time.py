@@ -6,8 +6,9 @@
     python bench/search_wall_time.py --from results/study-main [--reference-from EXPERIMENT] [--out FILE]
 
 Runs `scripts/search.py SPACE` in a subprocess and reports the wall time, the trials by status,
-the trial-epochs ASHA let run out of the budget's maximum, the best final score, and the share of
-the cores' time spent in the trials' epochs. The search runs in a checkout of HEAD (git worktree),
+the trial-epochs ASHA let run out of the budget's maximum, the best final score, the share of
+the cores' time spent in the trials' epochs and, when the space has a final race, what the race
+ran against a race without stopping and its winner's verdict over its fresh seeds. The search runs in a checkout of HEAD (git worktree),
 so edits to the working tree during the run change nothing; with --reference it first runs the
 same search at COMMIT (its own space file and code) in the same sitting, and the section shows
 the ratio against the goal (issue 22: at most 0.6x). With --verify N, `scripts/verify.py --seeds N`
@@ -84,9 +85,31 @@ def experiment_wall_time(exp: Path) -> tuple[float, str]:
 
 def epoch_seconds(exp: Path) -> float:
     """Seconds the trials spent in their epochs (training and evaluation), from each trial's
-    run/metrics.jsonl (time/epoch_s), summed over trials."""
-    return sum(json.loads(line)["time/epoch_s"] for path in exp.glob("*/run/metrics.jsonl")
-               for line in path.read_text().splitlines() if line.strip())
+    run/metrics.jsonl (time/epoch_s), summed over trials, the final race's included."""
+    return sum(json.loads(line)["time/epoch_s"] for pattern in ("*/run/metrics.jsonl", "final/*/run/metrics.jsonl")
+               for path in exp.glob(pattern) for line in path.read_text().splitlines() if line.strip())
+
+
+def race_lines(exp: Path) -> list[str]:
+    """The final race (race.json, search/race.py), if the search had one: what it ran against a
+    race without stopping, its share of the wall time (search_time.json's phases), its winner."""
+    path = exp / "race.json"
+    if not path.is_file():
+        return []
+    race = json.loads(path.read_text())
+    sessions = json.loads((exp / "search_time.json").read_text())["sessions"] if (exp / "search_time.json").is_file() else []
+    timed = [s for s in sessions if "race_done" in s and "trials_done" in s]
+    race_s = sum(s["race_done"] - s["trials_done"] for s in timed)
+    n = len(race["finalists"])
+    dropped = sum(f["dropped"] for f in race["finalists"].values())
+    lines = [f"Final race: the top {n} trials on fresh seeds {race['seeds']} at {race['epochs']} epochs each: "
+             f"{race['trial_epochs']} trial-epochs of the {race['trial_epochs_without_stopping']} a race without "
+             f"stopping runs ({race['trial_epochs'] / race['trial_epochs_without_stopping']:.0%}), {dropped} of {n} "
+             "finalists dropped"
+             + (f", {race_s / 60:.1f} min of the wall time" if timed else "") + ". "
+             + (f"Its winner, trial {race['winner']}: {race['summary']}." if race.get("winner") else "It has not finished."), ""]
+    return lines + [f"- the winner failed in {line}" for line in race.get("winner_failures", [])] + (
+        [""] if race.get("winner_failures") else [])
 
 
 def limited_by(epoch_s: float, wall: float, cores: int) -> str:
@@ -207,7 +230,7 @@ def section(searches: list[Search], args, argv, cores: int, extra: list[str]) ->
                   f"{'met' if ratio <= WALL_GOAL else 'not met'}). The two searches ran one after the other on the "
                   "same machine; ASHA's decisions depend on which trial reports first, so the trials they ran differ.",
                   ""]
-    lines += [rows[-1][1], "", *extra]
+    lines += [rows[-1][1], "", *race_lines(searches[-1].exp), *extra]
     emit("\n".join(lines), args.out)
     return 0
 

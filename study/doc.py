@@ -708,6 +708,42 @@ def section_patience(s: dict | None) -> list[str]:
     return lines
 
 
+def section_race(s: dict | None) -> list[str]:
+    lines = ["## 15. The final race against the single-seed winner", ""]
+    if s is None:
+        return lines + not_run("race")
+    t = s["targets"]
+    lines += [f"Command: `{s['command']}`: the README's main command (`{s['space']}`, its final race included) run as "
+              f"`{s['experiment']}`, then every finalist retrained by `scripts/verify.py` on held-out seeds "
+              f"{s['held_out_seeds']}, at the race's {s['epochs']} epochs. The single-seed winner is the exploration's "
+              "best trial (what the search exports without its race); the race's winner passed the most items in its "
+              f"worst race seed {s['race_seeds']}. A seed fails when any checklist item fails there (usage > "
+              f"{_pct(t['usage'])}, context rank > {_f(t['context_rank'])}, target rank > {_f(t['target_rank'])}, final "
+              f"val loss < {_f(t['final_val_loss'])}, the seed's gradient and spike bars, all {s['epochs']} epochs run).",
+              "", f"The exploration ran {s['exploration_trial_epochs']} trial-epochs; the race "
+              f"{s['race_trial_epochs']} of the {s['race_trial_epochs_without_stopping']} a race without stopping runs. "
+              f"Race order: {', '.join(f'`{x}`' for x in s['ranking'])}.", ""]
+    seeds = list(next(iter(s["configs"].values()))["seeds"])
+    lines += ["| config | trial | exploration score | " + " | ".join(seeds) + " | seeds failed |",
+              "|---|---|---|" + "---|" * len(seeds) + "---|"]
+    for role, c in s["configs"].items():
+        cells = [(f"{v['passed']}/{v['total']}" + (f" ({'; '.join(v['failed'])})" if v["failed"] else ""))
+                 if v.get("total") else "; ".join(v["failed"]) for v in (c["seeds"].get(k, {}) for k in seeds)]
+        lines.append(f"| {role} | `{c['trial_id']}` | {_f(c['exploration_score'], '{:.4f}')} | " + " | ".join(cells)
+                     + f" | {c['failed_seeds']} of {len(c['seeds'])} |")
+    single, winner = s["configs"]["single-seed winner"], s["configs"]["race winner"]
+    if s["same_config"]:
+        answer = (f"Here the race kept the exploration's choice: its winner is the single-seed winner, which fails "
+                  f"{winner['failed_seeds']} of its {len(winner['seeds'])} fresh seeds. One search is one draw: how "
+                  "often the two differ needs more searches than this stage runs.")
+    else:
+        answer = (f"The race changed the answer: the single-seed winner fails {single['failed_seeds']} of its "
+                  f"{len(single['seeds'])} fresh seeds, the race's winner {winner['failed_seeds']} of "
+                  f"{len(winner['seeds'])}. One search is one draw: how often the two differ needs more searches than "
+                  "this stage runs.")
+    return lines + ["", f"**Answer.** {answer}", ""]
+
+
 def section_vqvae(s: dict | None) -> list[str]:
     lines = ["## 10. A second model whose codebook does collapse: a VQ-VAE on ARC grids", ""]
     if s is None:
@@ -777,6 +813,7 @@ def write_study_doc(docs: Path = DOCS, out: Path = OUT) -> Path:
     lines += section_collapse(_load("rung", docs), "## 12. The failure-seeking search at the ladder's rung", "rung", False)
     lines += section_distance(_load("distance", docs))
     lines += section_patience(_load("patience", docs))
+    lines += section_race(_load("race", docs))
     if (docs / "notes_part3.md").is_file():
         lines += [(docs / "notes_part3.md").read_text().rstrip(), ""]
     lines += section_wall_times(_load("wall_times", docs))

@@ -73,3 +73,6 @@ DISTANCE_VARIANTS = {"production": [], "production-copies4": ["data.augment_copi
 PATIENCE_EPOCHS = PRODUCTION_EPOCHS
 PATIENCE_RUNS = (("stable_production", 3000), ("stable_production", 3001), ("stable_production", 3002),
                  ("sixth_run", 3000), ("closest_to_collapse", 3000))
+# stage `race`: the README's main command with its final race as results/study-race; every finalist
+# then retrained on this many held-out seeds by scripts/verify.py (1000, 1001, ...)
+RACE_NAME, RACE_VERIFY_SEEDS = "study-race", 3

@@ -112,3 +112,57 @@ def test_a_race_drops_the_lucky_and_exports_the_robust(tmp_path):
     import yaml
 
     assert yaml.safe_load((exp / "best_config.yaml").read_text())["epochs"] == 3  # the race's budget
+
+
+@pytest.mark.slow
+def test_a_race_whose_driver_is_killed_resumes_and_runs_each_seed_once(tmp_path):
+    """SIGKILL of the driver while the race runs, then --resume: the exploration is not run again,
+    the race continues from Ray's snapshot of its experiment, every (finalist, seed) has exactly
+    one trial, and the outcome is the one an uninterrupted race gives."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import wait_for
+
+    (tmp_path / "racer.py").write_text(RACER.replace("    for epoch in range(1, run.epochs + 1):",
+                                                     "    import time\n    for epoch in range(1, run.epochs + 1):\n"
+                                                     "        time.sleep(0.4 if run.seed >= 1000 else 0.0)"))
+    (tmp_path / "space.yaml").write_text(textwrap.dedent("""
+        trainer: racer:train
+        params:
+          x: {dist: uniform, low: 0, high: 1}
+          fragile: {dist: categorical, choices: [true, false]}
+        objective: {targets: seed, target_rank_weight: 0.0}
+        budget: {num_samples: 6, max_epochs: 2, grace_period: 2, reduction_factor: 2, max_concurrent: 1}
+        final: {top_k: 3, seeds: 2, epochs: 8}
+        resources: {cpu: 1}
+        sampler: random
+        seed: 3
+    """))
+    exp = tmp_path / "results" / "race"
+    command = [sys.executable, str(ROOT / "scripts" / "search.py"), "space.yaml", "--storage", "results", "--name", "race"]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:  # the second race run has reported an epoch: the race is under way
+        wait_for(lambda: sum(p.stat().st_size > 0 for p in (exp / "final").glob("*/result.json")) >= 2, timeout=300)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (exp / "race.json").is_file()
+    resumed = run_script(*command[1:], "--resume", cwd=tmp_path, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "final race:" in resumed.stdout
+    assert len(list(exp.glob("trial_*/params.json"))) == 6, "the exploration was not run again"
+    plan, outcome = json.loads((exp / "race_plan.json").read_text()), json.loads((exp / "race.json").read_text())
+    assert outcome["finished"]
+    started = [json.loads(p.read_text())["race"] for p in (exp / "final").glob("*/params.json")]
+    pairs = [(r["finalist"], r["seed"]) for r in started]
+    assert len(pairs) == len(set(pairs)), "no (finalist, seed) ran twice"
+    fragile = {f["trial_id"]: f["params"]["fragile"] for f in plan["finalists"]}
+    order = [f["trial_id"] for f in plan["finalists"]]
+    assert outcome["winner"] == next(t for t in order if not fragile[t])
+    assert outcome["finalists"][outcome["winner"]]["worst_passed"] == 7

@@ -46,7 +46,8 @@ def test_its_config_is_typed_and_rejects_unknown_keys():
 @pytest.mark.slow
 def test_the_vqvae_space_searches_end_to_end(tmp_path):
     """python scripts/search.py spaces/vqvae.yaml on a tiny budget: the contract trainer of this
-    repository runs in Ray's trials, the best config names it, the target-rank item is n/a."""
+    repository runs in Ray's trials, then in the space's final race (its `final:` seeds at its
+    epochs); the best config names it with the race's budget, the target-rank item is n/a."""
     import json
 
     import yaml
@@ -56,8 +57,12 @@ def test_the_vqvae_space_searches_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = tmp_path / "vq"
     best = yaml.safe_load((exp / "best_config.yaml").read_text())
-    assert best["trainer"] == "model.vqvae:train" and best["epochs"] == 2
+    space = yaml.safe_load(open(ROOT / "spaces" / "vqvae.yaml"))["final"]
+    assert best["trainer"] == "model.vqvae:train" and best["epochs"] == space["epochs"]
     summary = json.loads((exp / "best_trial.json").read_text())
+    race = summary["final_race"]
+    assert race["epochs"] == space["epochs"] and len(race["seeds"]) == space["seeds"]
+    assert race["winner"]["trial_id"] == summary["trial_id"] and set(race["winner"]["seeds"]) == {str(s) for s in race["seeds"]}
     assert summary["checklist"]["target_rank"]["pass"] is None
     assert 0 < summary["final"]["codebook/usage"] <= 1 and math.isfinite(summary["final"]["score"])
     rows = [json.loads(x) for x in (exp / f"trial_{summary['trial_id']}" / "run" / "metrics.jsonl").read_text().splitlines()]
