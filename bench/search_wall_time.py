@@ -157,7 +157,8 @@ def verify_lines(exp: Path) -> list[str]:
     missed = [f"{item} ({s['pass_rate']:.0%})" for item, s in items.items() if s["pass_rate"] < 1]
     verdict = ("passes every checklist item in every seed" if items and not missed
                else f"misses in some seed: {', '.join(missed)}")
-    return [f"Its winner, trial {best}, retrained by `{report['command']}` (seeds {report['seeds']}): {verdict}.", ""]
+    command = report["command"].replace(f"{ROOT}/", "")  # no absolute paths in the docs
+    return [f"Its winner, trial {best}, retrained by `{command}` (seeds {report['seeds']}): {verdict}.", ""]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from search import ray_env
 
     ray_env.apply(joining_cluster=bool(args.address or os.environ.get("RAY_ADDRESS")))  # before Ray is imported
-    from search.runner import SearchOptions, format_command, run_search
+    from search.runner import ContractBroken, SearchOptions, format_command, run_search
 
     exp_dir = location.local
     opts = SearchOptions(exp_dir=exp_dir, remote=location.remote, resume=args.resume, address=args.address,
@@ -79,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         best, interrupted = run_search(loaded, opts)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ContractBroken as err:  # would repeat in every trial: the search ended at the first
+        print(f"error: the trainer broke its contract in trial {err.trial_id} (docs/own_model.md):\n  {err.message}\n"
+              f"the search stopped there; fix the trainer, then continue with:\n  {opts.command} --resume",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before Ray Tune took over the signal (setup, export)
         if not args.resume and exp_dir.is_dir() and location.remote is None and not (exp_dir / "tuner.pkl").is_file():

@@ -108,7 +108,7 @@ def train_contract(run_file: dict, run_dir: Path) -> tuple[str, int]:
     import yaml
 
     from model.io import atomic_write_text
-    from search.contract import Run, keep_checkpoint, kept_checkpoint, load_trainer
+    from search.contract import Diverged, Run, keep_checkpoint, kept_checkpoint, load_trainer
     from search.export import read_jsonl
 
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(run_file, sort_keys=False))
@@ -124,10 +124,14 @@ def train_contract(run_file: dict, run_dir: Path) -> tuple[str, int]:
     if restored is not None:
         print(f"resumed from {restored} after epoch {kept}")
     run = Run(run_file["trainer"], run_file["epochs"], run_file["seed"], run_dir, restored, history, send=send)
+    diverged = None
     try:
         load_trainer(run_file["trainer"], "trainer")(run_file["config"], run)
+    except Diverged as e:  # an infinite value or a NaN loss (search/contract.py)
+        diverged = e
+        print(f"{run_file['trainer']}: {e}")
     finally:
-        status = run.close()
+        status = run.close(diverged=diverged is not None)
     return status, len(run.history)
 
 

@@ -21,9 +21,17 @@ once per trial, in the trial's process:
   TensorBoard run, and to Ray with the trial's score.
 
 Run-time mistakes (a value that is not a number, a checklist metric that is not a number, a
-checkpoint that is not a folder) raise TrainerError in the trial: the trial fails, the search
-goes on. What can be known before any trial starts (the trainer cannot be imported, is not a
-function of (config, run)) is checked by `load_trainer` when the space is loaded: exit 2.
+checkpoint that is not a folder, a trainer that returns without a single `run.report`) raise
+TrainerError in the trial. Such a mistake repeats in every trial, so the search ends after the
+first trial that shows it: it prints the message once, exits 2, and resumes (`--resume`) once the
+trainer is fixed (search/runner.py: ContractGuard). What can be known before any trial starts
+(the trainer cannot be imported, is not a function of (config, run)) is checked by
+`load_trainer` when the space is loaded: exit 2.
+
+A report with an infinite value, or a NaN loss (a key ending in `loss`), is a diverged run, as
+the JEPA's NaN loss is: `run.report` raises Diverged (not to be caught by the trainer), the epoch
+is not recorded, and the trial ends `diverged` with the worst score (search/score.py). Any other
+NaN means "not measured this epoch".
 
 The same contract runs a trial's exported config alone: `python scripts/train.py
 best_config.yaml` (a "run file": trainer, name, seed, epochs and config, `run_file` below).
@@ -36,6 +44,7 @@ import inspect
 import json
 import math
 import numbers
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -51,6 +60,30 @@ CHECKLIST_METRICS = ("codebook/usage", "rank/context", "rank/target", "val/loss"
 
 class TrainerError(Exception):
     """A trainer broke the contract at run time (the trial fails with this message)."""
+
+
+class Diverged(Exception):
+    """Raised by `Run.report` on an infinite value or a NaN loss: the run ends as diverged."""
+
+    def __init__(self, epoch: int, keys: list[str]):
+        super().__init__(f"diverged at epoch {epoch}: {', '.join(keys)} not finite")
+        self.epoch, self.keys = epoch, keys
+
+
+# How a TrainerError reads in a failed trial's error text (Ray's traceback of the trial).
+_TRAINER_ERROR = re.compile(r"^(?:\S+\.)?TrainerError: (.+)$", re.M)
+
+
+def trainer_error_in(error_text: str) -> str | None:
+    """The message of the last TrainerError in a trial's error text, or None when the trial failed
+    for another reason (a killed worker, an exception of the trainer's own)."""
+    found = _TRAINER_ERROR.findall(error_text or "")
+    return found[-1].strip() if found else None
+
+
+def diverged_keys(row: dict[str, float]) -> list[str]:
+    """The keys of a report that make it a diverged run: infinite values, NaN losses."""
+    return [k for k, v in row.items() if math.isinf(v) or (math.isnan(v) and k.endswith("loss"))]
 
 
 def load_trainer(spec: str, source: str = "trainer") -> Callable:
@@ -116,6 +149,8 @@ class Run:
         row = {**checked(metrics, self.trainer), "epoch": len(self.history) + 1}
         if checkpoint is not None and not Path(checkpoint).is_dir():
             raise TrainerError(f"{self.trainer}: run.report: checkpoint must be a folder, got {checkpoint!r}")
+        if diverged_keys(row):
+            raise Diverged(row["epoch"], diverged_keys(row))
         self.history.append(row)
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -133,13 +168,13 @@ class Run:
                 self._writer.add_scalar(key, value, row["epoch"])
         self._writer.flush()
 
-    def close(self) -> str:
-        """Close the TensorBoard writer, write status.json; returns the status: completed (the
-        budget ran out) or early_stopped (the trainer returned before it)."""
+    def close(self, diverged: bool = False) -> str:
+        """Close the TensorBoard writer, write status.json; returns the status: diverged, completed
+        (the budget ran out) or early_stopped (the trainer returned before it)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        status = "completed" if len(self.history) >= self.epochs else "early_stopped"
+        status = "diverged" if diverged else "completed" if len(self.history) >= self.epochs else "early_stopped"
         atomic_write_json(self.dir / "status.json", {"status": status, "epochs": len(self.history)})
         return status
 

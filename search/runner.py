@@ -68,6 +68,7 @@ from ray.tune.stopper import Stopper
 from model.config import ConfigError
 from model.io import atomic_write_json, atomic_write_text
 from search import race, versions
+from search.contract import trainer_error_in
 from search.export import RACE_OUTCOME_FILE, export_best
 from search.optuna_search import BudgetedSearch, PruningAwareOptunaSearch, ReconcileAfterRestore, SamplerFactory
 from search.race import RACE_DIR, RACE_KEY
@@ -139,6 +140,71 @@ class CollapseStopper(Stopper):
 
     def stop_all(self) -> bool:
         return False
+
+
+class ContractBroken(Exception):
+    """A trainer broke the contract in a trial (search/contract.py: TrainerError): the same would
+    happen in every trial, so the search ended there. Resumable once the trainer is fixed."""
+
+    def __init__(self, trial_id: str, message: str):
+        super().__init__(f"trial {trial_id}: {message}")
+        self.trial_id, self.message = trial_id, message
+
+
+def trial_error_text(trial) -> str:
+    """The error text Ray wrote for a failed trial (its traceback), from the driver's copy."""
+    path = trial.error_file
+    return Path(path).read_text(errors="replace") if path and Path(path).is_file() else ""
+
+
+class ContractGuard(Callback):
+    """Ray Tune callback: the first trial that fails by a TrainerError (whether Ray would retry it
+    or not) ends the whole fit, so a broken trainer is not run into the same error trial after
+    trial. It writes the message to `record` (CONTRACT_ERROR_FILE in the driver's experiment
+    folder) and raises, which ends Tune's loop as a killed driver would: the experiment's state
+    keeps the unfinished trials unfinished, so `--resume` runs them once the trainer is fixed.
+    `fit_checked` reads the record (a restored Tuner brings its own copy of this callback)."""
+
+    def __init__(self, record: Path):
+        self.record = record
+
+    def _check(self, trial) -> None:
+        message = trainer_error_in(trial_error_text(trial))
+        if message is not None:
+            self.record.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.record, {"trial_id": trial.trial_id, "message": message})
+            raise ContractBroken(trial.trial_id, message)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._check(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._check(trial)
+
+
+CONTRACT_ERROR_FILE = "contract_error.json"
+
+
+def fit_checked(tuner: tune.Tuner, record: Path) -> ContractBroken | None:
+    """tuner.fit(); then the TrainerError that ended it, if any, as ContractBroken (from the
+    ContractGuard's record, removed first so that an error fixed since is not reported again)."""
+    record.unlink(missing_ok=True)
+    try:
+        tuner.fit()
+    except Exception:  # Tune wraps the guard's ContractBroken in its own error
+        if not record.is_file():
+            raise
+    if not record.is_file():
+        return None
+    found = json.loads(record.read_text())
+    return ContractBroken(found["trial_id"], found["message"])
+
+
+def stoppers(loaded: LoadedSpace, opts: SearchOptions) -> Stopper | None:
+    """The collapse stopper, unless --no-early-stopping."""
+    objective = loaded.space.objective
+    return (CollapseStopper(objective.collapse_usage_floor, objective.collapse_patience,
+                            usage_rule=objective.goal == "health") if opts.early_stopping else None)
 
 
 class RaceScheduler(FIFOScheduler):
@@ -367,24 +433,29 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
         if location.remote is None:
             check_storage_visible(ray, exp_dir.parent, str(exp_dir.parent))
         trainable = build_trainable(loaded, opts, exp_dir, opts.max_epochs)
+        broken = None
         if opts.resume:
             if not study_finished(exp_dir, opts.num_samples):  # a resume after the exploration goes to the race
-                restore_tuner(opts, exp_dir, trainable).fit()
+                broken = fit_checked(restore_tuner(opts, exp_dir, trainable), exp_dir / CONTRACT_ERROR_FILE)
         else:
             prepare_experiment(loaded, opts, exp_dir)
             search = build_searcher(loaded, opts)
-            build_tuner(loaded, opts, exp_dir, trainable, search, build_scheduler(loaded, opts)).fit()
+            broken = fit_checked(build_tuner(loaded, opts, exp_dir, trainable, search, build_scheduler(loaded, opts)),
+                                 exp_dir / CONTRACT_ERROR_FILE)
         phases["trials_done"] = time.time()
         # Ctrl-C makes fit() return early; Ray then marks the trials it stopped TERMINATED like
         # finished ones, so whether the budget ran out is read from the study (study_finished)
-        interrupted = not study_finished(exp_dir, opts.num_samples)
+        interrupted = broken is not None or not study_finished(exp_dir, opts.num_samples)
         if not interrupted and opts.final is not None:
-            interrupted = not run_race(loaded, opts, exp_dir)
+            interrupted, broken = run_race(loaded, opts, exp_dir)
             phases["race_done"] = time.time()
     finally:
         ray.shutdown()
     phases["ray_stopped"] = time.time()
-    return finish(opts, exp_dir, started, phases), interrupted
+    best = finish(opts, exp_dir, started, phases)
+    if broken is not None:
+        raise broken
+    return best, interrupted
 
 
 def build_trainable(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path, epochs: int):
@@ -397,11 +468,11 @@ def build_trainable(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path, epo
         {"cpu": opts.cpu, "gpu": opts.gpu}))
 
 
-def run_race(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path) -> bool:
+def run_race(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path) -> "tuple[bool, ContractBroken | None]":
     """The final race (search/race.py) after a finished exploration, or its resume: the plan
     fixed at its start (race_plan.json), one Ray trial per (finalist, seed) in <experiment>/final,
-    RaceScheduler dropping finalists that can no longer win; then race.json. Returns whether
-    every planned run ended (False: interrupted, resumable)."""
+    RaceScheduler dropping finalists that can no longer win; then race.json. Returns (interrupted,
+    ContractBroken or None): interrupted when a planned run has not ended (resumable)."""
     final, location = opts.final, opts.location
     download(location)  # a URI experiment: the exploration's trial folders, to rank them
     race_exp = exp_dir / RACE_DIR
@@ -412,17 +483,17 @@ def run_race(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path) -> bool:
     else:
         plan = race.make_plan(exp_dir, final.top_k, final.seeds, final.epochs, final.seed_base)
         if not plan["entries"]:
-            return True  # no trial to race (none produced a result)
+            return False, None  # no trial to race (none produced a result)
         atomic_write_json(exp_dir / race.PLAN_FILE, plan)
         upload(location, [race.PLAN_FILE])
         print(f"final race: the top {len(plan['finalists'])} trials ({', '.join(f['trial_id'] for f in plan['finalists'])}) "
               f"on fresh seeds {plan['seeds']} at {plan['epochs']} epochs each", flush=True)
         tuner = build_race_tuner(loaded, opts, exp_dir, trainable, plan)
-    tuner.fit()
+    broken = fit_checked(tuner, race_exp / CONTRACT_ERROR_FILE)
     download(location)
     outcome = race.write_outcome(exp_dir)
     upload(location, [RACE_OUTCOME_FILE])
-    return outcome is None or outcome["finished"]
+    return broken is not None or not (outcome is None or outcome["finished"]), broken
 
 
 def build_race_tuner(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path, trainable, plan: dict) -> tune.Tuner:
@@ -430,6 +501,7 @@ def build_race_tuner(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path, tr
     dropping with --no-early-stopping), the collapse stopper, retries, reused workers; its
     experiment is <experiment>/final in the same storage."""
     objective, location = loaded.space.objective, opts.location
+    guard = ContractGuard(exp_dir / RACE_DIR / CONTRACT_ERROR_FILE)
     return tune.Tuner(
         trainable,
         param_space={RACE_KEY: tune.grid_search(plan["entries"])},
@@ -439,11 +511,10 @@ def build_race_tuner(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path, tr
         run_config=tune.RunConfig(
             name=RACE_DIR, storage_path=location.remote or str(exp_dir.resolve()),
             sync_config=tune.SyncConfig(sync_artifacts=location.remote is not None),
-            stop=(CollapseStopper(objective.collapse_usage_floor, objective.collapse_patience,
-                                  usage_rule=objective.goal == "health") if opts.early_stopping else None),
+            stop=stoppers(loaded, opts),
             failure_config=tune.FailureConfig(max_failures=loaded.space.budget.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
+            callbacks=[guard, JsonLoggerCallback(), CSVLoggerCallback()],
             progress_reporter=ResultsReporter(exp_dir / RACE_DIR, len(plan["entries"]), objective.mode,
                                               metric_columns=TABLE_COLUMNS,
                                               parameter_columns={f"{RACE_KEY}/finalist": "finalist", f"{RACE_KEY}/seed": "seed"},
@@ -504,7 +575,7 @@ def build_tuner(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path, trainab
                 scheduler) -> tune.Tuner:
     """Ray Tune's Tuner: the search and scheduler, reused workers, where the experiment goes, the
     collapse stopper, retries, checkpoints kept, the callbacks and the console's reporter."""
-    objective, location = loaded.space.objective, opts.location
+    objective, location, guard = loaded.space.objective, opts.location, ContractGuard(exp_dir / CONTRACT_ERROR_FILE)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -517,13 +588,12 @@ def build_tuner(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path, trainab
             # files a trial writes under its folder (run/: metrics, TensorBoard, placement) go to a URI
             # storage too; a folder storage is the trial folder itself
             sync_config=tune.SyncConfig(sync_artifacts=location.remote is not None),
-            stop=(CollapseStopper(objective.collapse_usage_floor, objective.collapse_patience,
-                                  usage_rule=objective.goal == "health") if opts.early_stopping else None),
+            stop=stoppers(loaded, opts),
             failure_config=tune.FailureConfig(max_failures=loaded.space.budget.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             # best so far re-exported during the search from a folder experiment; a URI experiment is
             # mirrored and exported once at the end (or on --resume)
-            callbacks=[ReconcileAfterRestore(search), JsonLoggerCallback(), CSVLoggerCallback()]
+            callbacks=[guard, ReconcileAfterRestore(search), JsonLoggerCallback(), CSVLoggerCallback()]
             + ([BestSoFar(exp_dir, objective.mode)] if location.remote is None else []),
             progress_reporter=ResultsReporter(exp_dir, opts.num_samples, objective.mode, metric_columns=TABLE_COLUMNS,
                                               parameter_columns=short_names(loaded.space.params),

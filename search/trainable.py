@@ -156,7 +156,7 @@ def _train_contract(config: dict, space: LoadedSpace, epochs: int, trial_id: str
     """A user's trainer through the contract (search/contract.py): the parameters as a nested dict,
     a Run whose reports are scored and go to Ray with their checkpoint. A restored trial resumes
     its history at the restored checkpoint's epoch (Checkpoint metadata `epoch`)."""
-    from search.contract import Run, load_trainer, run_file
+    from search.contract import Diverged, Run, TrainerError, load_trainer, run_file
 
     if space.trainer_root not in sys.path:
         sys.path.insert(0, space.trainer_root)  # the folder the search runs in: the trainer imports from there
@@ -168,10 +168,18 @@ def _train_contract(config: dict, space: LoadedSpace, epochs: int, trial_id: str
     history = read_jsonl(run_dir / "metrics.jsonl")[:kept]  # a retry without a checkpoint starts over
 
     run = Run(space.trainer, epochs, seed, run_dir, restored, history, score=scorer, send=reported)
+    diverged = None
     try:
         trainer(nested, run)
+    except Diverged as e:  # an infinite value or a NaN loss: recorded as the JEPA's NaN is
+        diverged = e
     finally:
-        run.close()
+        run.close(diverged=diverged is not None)
+    if diverged is not None:
+        scorer.diverged(diverged.epoch)
+    elif len(run.history) == kept < epochs:
+        raise TrainerError(f"{space.trainer} returned without calling run.report: a trainer reports its metrics "
+                           f"once per epoch, run.report({{'val/loss': ..., ...}}), up to run.epochs ({epochs}) times")
 
 
 def trial_folder(ray_trial_dir: str, experiment_dir: str | None) -> Path:

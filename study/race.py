@@ -60,7 +60,10 @@ def summarise_race(exp_dir: Path, docs: Path = DOCS) -> dict:
     targets = read_judging(exp_dir).targets
     single = plan["finalists"][0]["trial_id"]
     configs = {}
-    for role, trial_id in (("single-seed winner", single), ("race winner", race["winner"])):
+    shown = [("single-seed winner", single), ("race winner", race["winner"])]
+    shown += [(f"finalist {i}", f["trial_id"]) for i, f in enumerate(plan["finalists"], 1)
+              if f["trial_id"] not in (single, race["winner"])]
+    for role, trial_id in shown:
         seeds = _per_seed(exp_dir, trial_id, race, race["epochs"], targets)
         configs[role] = {"trial_id": trial_id, "exploration_score": race["finalists"][trial_id]["exploration_score"],
                          "seeds": seeds, "failed_seeds": sum(bool(v["failed"]) for v in seeds.values())}

@@ -32,3 +32,27 @@ def wait_for(predicate, timeout: float = 240, every: float = 0.5):
             return value
         time.sleep(every)
     raise AssertionError("timed out waiting")
+
+
+@pytest.fixture(scope="session")
+def bystander():
+    """A Ray cluster the tests did not start, as a user's search beside the suite would be: its own
+    process group, temp dir and port. Each fixture that starts a cluster asserts, after its
+    teardown, that this one still answers (tests/ray_cluster.py)."""
+    from tests.ray_cluster import RayNode, free_port, ray_env
+
+    env, port = ray_env(), free_port()
+    node = RayNode(["--head", "--num-cpus=1", f"--port={port}", "--include-dashboard=false",
+                    "--disable-usage-stats"], env)
+    try:
+        assert node.returncode == 0, node.stderr
+        yield f"127.0.0.1:{port}", env
+    finally:
+        node.stop()
+
+
+def assert_bystander_answers(bystander) -> None:
+    from tests.ray_cluster import answers
+
+    address, env = bystander
+    assert answers(address, env), f"the Ray cluster at {address}, which no test started, no longer answers"

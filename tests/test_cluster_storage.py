@@ -10,7 +10,6 @@ SIGKILL, to the best config exported back out of the bucket."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,17 +18,11 @@ import optuna
 import pytest
 import yaml
 
-from tests.conftest import ROOT, run_script, wait_for
+from tests.conftest import ROOT, assert_bystander_answers, run_script, wait_for
+from tests.ray_cluster import RayNode, free_port, ray_env
 
 pytestmark = pytest.mark.slow
-RAY = str(Path(sys.executable).parent / "ray")
 BUCKET = "arc-jepa-test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 
@@ -72,22 +65,24 @@ def read_key(client, key: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def blind_cluster(tmp_path_factory, s3_env):
+def blind_cluster(tmp_path_factory, s3_env, bystander):
     """Head node (1 CPU) here; a second node (1 CPU) in its own mount namespace, where the
-    folder `hidden` is an empty tmpfs. Every Ray process gets the S3 variables."""
+    folder `hidden` is an empty tmpfs. Every Ray process gets the S3 variables. Each node is
+    stopped by its own process group (tests/ray_cluster.py), never by `ray stop`."""
     base = tmp_path_factory.mktemp("blind")
     hidden = base / "results"
     hidden.mkdir()
     port = free_port()
-    env = {**os.environ, **s3_env[0], "RAY_AUTH_MODE": "token"}  # Ray's CLI sends the token only in this mode
+    env = ray_env(**s3_env[0])
+    nodes = []
     try:
-        head = subprocess.run([RAY, "start", "--head", "--num-cpus=1", f"--port={port}", "--include-dashboard=false",
-                               "--disable-usage-stats"], capture_output=True, text=True, timeout=120, env=env)
-        assert head.returncode == 0, head.stderr
-        worker = subprocess.run(["unshare", "-m", "sh", "-c",
-                                 f"mount -t tmpfs tmpfs {hidden} && exec {RAY} start --address=127.0.0.1:{port} "
-                                 "--num-cpus=1 --disable-usage-stats"],
-                                capture_output=True, text=True, timeout=120, env=env)
+        nodes.append(RayNode(["--head", "--num-cpus=1", f"--port={port}", "--include-dashboard=false",
+                              "--disable-usage-stats"], env))
+        assert nodes[0].returncode == 0, nodes[0].stderr
+        nodes.append(RayNode([f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats"], env,
+                             wrap=lambda cmd: ["unshare", "-m", "sh", "-c",
+                                               f"mount -t tmpfs tmpfs {hidden} && exec {' '.join(cmd)}"]))
+        worker = nodes[1]
         if worker.returncode != 0 and ("unshare" in worker.stderr or "mount" in worker.stderr):
             reason = f"no private mount namespace here: {worker.stderr.strip()[:300]}"
             print(reason)
@@ -95,7 +90,9 @@ def blind_cluster(tmp_path_factory, s3_env):
         assert worker.returncode == 0, worker.stderr
         yield {"address": f"127.0.0.1:{port}", "hidden": hidden, "base": base, "env": env}
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=env)
+        for node in reversed(nodes):
+            node.stop()
+        assert_bystander_answers(bystander)
 
 
 def write_space(path: Path, budget: str, max_tasks: int = 60) -> Path:

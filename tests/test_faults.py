@@ -128,10 +128,12 @@ def test_driver_killed_then_resumed_finishes_the_budget(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert (exp / "best_config.yaml").is_file(), "best so far survives the interruption"
+    killed = optuna.load_study(study_name="driver", storage=f"sqlite:///{exp / 'study.db'}").trials
+    budget_ran = len(killed) == 5 and all(t.state.is_finished() for t in killed)  # killed while exporting
     resumed = run_script("scripts/search.py", str(space), "--storage", str(tmp_path / "r"), "--name", "driver",
                          "--resume", timeout=600)
     assert resumed.returncode == 0, f"delay {delay:.1f}s\n" + resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "Resumed: " in resumed.stdout, "the study was reconciled with Ray's restored trials"
+    assert budget_ran or "Resumed: " in resumed.stdout, "the study was reconciled with Ray's restored trials"
     final = rows(exp)
     assert len(final) == 5, "the number of trials equals the budget"
     assert all(r["status"] in ("completed", "stopped", "collapsed") for r in final)

@@ -4,19 +4,19 @@ import csv
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, assert_bystander_answers, run_script
+from tests.ray_cluster import RAY, RayNode, free_port, ray_env
 
 pytestmark = pytest.mark.slow
-RAY = str(Path(sys.executable).parent / "ray")
 
 
 @pytest.fixture(scope="module")
@@ -209,12 +209,6 @@ def test_fractional_gpus_pack_four_trials_per_gpu(tmp_path):
     assert max_overlap([(p["start"], p["end"]) for p in placements]) == 4  # four at once, never five
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_report_matches_the_stored_metrics(smoke):
     proc, exp = smoke
     assert "report:" in proc.stdout
@@ -319,17 +313,18 @@ def test_multi_objective_search_survives_ctrl_c_resumes_and_reports_the_pareto_f
 
 
 @pytest.fixture
-def cluster_with_dashboard(tmp_path):
+def cluster_with_dashboard(bystander):
+    """A head node with its dashboard, stopped by its own process group (tests/ray_cluster.py)."""
     port, dashboard = free_port(), free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    head = subprocess.run([RAY, "start", "--head", "--num-cpus=2", f"--port={port}", "--include-dashboard=true",
-                           "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"],
-                          capture_output=True, text=True, timeout=180, env=env)
+    env = ray_env()
+    head = RayNode(["--head", "--num-cpus=2", f"--port={port}", "--include-dashboard=true",
+                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"], env)
     try:
         assert head.returncode == 0, head.stderr
         yield f"http://127.0.0.1:{dashboard}", env
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=env)
+        head.stop()
+        assert_bystander_answers(bystander)
 
 
 def test_search_as_a_submitted_job_shows_its_console_in_the_job_logs(cluster_with_dashboard, tmp_path):
@@ -338,8 +333,14 @@ def test_search_as_a_submitted_job_shows_its_console_in_the_job_logs(cluster_wit
     address, env = cluster_with_dashboard
     entry = [sys.executable, str(ROOT / "scripts" / "search.py"), str(ROOT / "spaces" / "smoke.yaml"),
              "--storage", str(tmp_path), "--name", "job", "--max-epochs", "1"]
-    proc = subprocess.run([RAY, "job", "submit", "--address", address, "--submission-id", "smoke-job", "--", *entry],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    submit = [RAY, "job", "submit", "--address", address, "--submission-id", "smoke-job", "--", *entry]
+    # The job agent answers some seconds after `ray start` returns (README): until then the head
+    # refuses the job ("No available agent ...", after waiting 10 s itself) and nothing is created.
+    deadline = time.time() + 120
+    while True:
+        proc = subprocess.run(submit, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+        if "No available agent to submit job" not in proc.stdout + proc.stderr or time.time() > deadline:
+            break
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     logs = subprocess.run([RAY, "job", "logs", "--address", address, "smoke-job"], capture_output=True, text=True,
                           timeout=120, env=env)
