@@ -149,8 +149,8 @@ class Run:
         row = {**checked(metrics, self.trainer), "epoch": len(self.history) + 1}
         if checkpoint is not None and not Path(checkpoint).is_dir():
             raise TrainerError(f"{self.trainer}: run.report: checkpoint must be a folder, got {checkpoint!r}")
-        if diverged_keys(row):
-            raise Diverged(row["epoch"], diverged_keys(row))
+        if not_finite := diverged_keys(row):
+            raise Diverged(row["epoch"], not_finite)
         self.history.append(row)
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")

@@ -241,11 +241,6 @@ class BudgetedSearch(SearchGenerator):
     def __init__(self, searcher):
         super().__init__(searcher)
         self._reconcile_pending = False
-        self._stopped = False  # Tune's stop_all (search/runner.py: ContractGuard); not kept by a restore
-
-    def set_finished(self) -> None:
-        super().set_finished()
-        self._stopped = True
 
     def _base(self) -> PruningAwareOptunaSearch:
         searcher = self.searcher
@@ -255,7 +250,7 @@ class BudgetedSearch(SearchGenerator):
 
     def restore_from_dir(self, dirpath: str) -> None:
         super().restore_from_dir(dirpath)
-        self._reconcile_pending, self._stopped = True, False
+        self._reconcile_pending = True
 
     def reconcile(self, trials: list) -> None:
         if not self._reconcile_pending:
@@ -272,7 +267,7 @@ class BudgetedSearch(SearchGenerator):
                 self.searcher.on_trial_complete(t.trial_id, t.last_result or None, error=t.status == Trial.ERROR)
 
     def is_finished(self) -> bool:
-        return self._stopped or (not self._reconcile_pending and self._base().trials_in_budget >= self.total_samples)
+        return not self._reconcile_pending and self._base().trials_in_budget >= self.total_samples
 
 
 class ReconcileAfterRestore(Callback):

@@ -64,6 +64,22 @@ RACER = textwrap.dedent('''
 ''')
 
 
+def race_space(num_samples: int, top_k: int, epochs: int) -> str:
+    """The racer's space: one trial at a time (so the race runs in plan order), 2 fresh seeds."""
+    return textwrap.dedent(f"""
+        trainer: racer:train
+        params:
+          x: {{dist: uniform, low: 0, high: 1}}
+          fragile: {{dist: categorical, choices: [true, false]}}
+        objective: {{targets: seed, target_rank_weight: 0.0}}
+        budget: {{num_samples: {num_samples}, max_epochs: 2, grace_period: 2, reduction_factor: 2, max_concurrent: 1}}
+        final: {{top_k: {top_k}, seeds: 2, epochs: {epochs}}}
+        resources: {{cpu: 1}}
+        sampler: random
+        seed: 3
+    """)
+
+
 def test_a_race_drops_the_lucky_and_exports_the_robust(tmp_path):
     """Every trial passes every item on the search's own seed, ranked by x; on fresh seeds a fragile
     config fails usage from its first epoch. The race runs the finalists in the exploration's
@@ -71,18 +87,7 @@ def test_a_race_drops_the_lucky_and_exports_the_robust(tmp_path):
     finished robust one is dropped at its first report and its other seed never starts; the
     winner is the best robust finalist, exported at the race's epochs."""
     (tmp_path / "racer.py").write_text(RACER)
-    (tmp_path / "space.yaml").write_text(textwrap.dedent("""
-        trainer: racer:train
-        params:
-          x: {dist: uniform, low: 0, high: 1}
-          fragile: {dist: categorical, choices: [true, false]}
-        objective: {targets: seed, target_rank_weight: 0.0}
-        budget: {num_samples: 8, max_epochs: 2, grace_period: 2, reduction_factor: 2, max_concurrent: 1}
-        final: {top_k: 4, seeds: 2, epochs: 3}
-        resources: {cpu: 1}
-        sampler: random
-        seed: 3
-    """))
+    (tmp_path / "space.yaml").write_text(race_space(num_samples=8, top_k=4, epochs=3))
     proc = run_script(str(ROOT / "scripts" / "search.py"), "space.yaml", "--storage", "results", "--name", "race",
                       cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -129,18 +134,7 @@ def test_a_race_whose_driver_is_killed_resumes_and_runs_each_seed_once(tmp_path)
     (tmp_path / "racer.py").write_text(RACER.replace("    for epoch in range(1, run.epochs + 1):",
                                                      "    import time\n    for epoch in range(1, run.epochs + 1):\n"
                                                      "        time.sleep(0.4 if run.seed >= 1000 else 0.0)"))
-    (tmp_path / "space.yaml").write_text(textwrap.dedent("""
-        trainer: racer:train
-        params:
-          x: {dist: uniform, low: 0, high: 1}
-          fragile: {dist: categorical, choices: [true, false]}
-        objective: {targets: seed, target_rank_weight: 0.0}
-        budget: {num_samples: 6, max_epochs: 2, grace_period: 2, reduction_factor: 2, max_concurrent: 1}
-        final: {top_k: 3, seeds: 2, epochs: 8}
-        resources: {cpu: 1}
-        sampler: random
-        seed: 3
-    """))
+    (tmp_path / "space.yaml").write_text(race_space(num_samples=6, top_k=3, epochs=8))
     exp = tmp_path / "results" / "race"
     command = [sys.executable, str(ROOT / "scripts" / "search.py"), "space.yaml", "--storage", "results", "--name", "race"]
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
