@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ContractBroken as err:  # would repeat in every trial: the search ended at the first
         print(f"error: the trainer broke its contract in trial {err.trial_id} (docs/own_model.md):\n  {err.message}\n"
+              f"(the trial's whole error text: {err.record})\n"
               f"the search stopped there; fix the trainer, then continue with:\n  {opts.command} --resume",
               file=sys.stderr)
         return 2

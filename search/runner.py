@@ -41,11 +41,15 @@ minor release, and the tests that cover it are named):
   before they start (tests/test_race.py).
 - the `ray.train._internal.storage` logger (search/trainable.py): its per-epoch "Checkpoint
   successfully created" lines go to the trial's run/checkpoints.log instead of the console.
+- the `ray.tune.execution.tune_controller` and `ray._private.worker` loggers (QuietTrainerErrors):
+  their "Trial task failed" and "Unhandled error" tracebacks are dropped for a TrainerError, which
+  the console names once (tests/test_contract_errors.py).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shlex
@@ -146,9 +150,9 @@ class ContractBroken(Exception):
     """A trainer broke the contract in a trial (search/contract.py: TrainerError): the same would
     happen in every trial, so the search ended there. Resumable once the trainer is fixed."""
 
-    def __init__(self, trial_id: str, message: str):
+    def __init__(self, trial_id: str, message: str, record: Path | None = None):
         super().__init__(f"trial {trial_id}: {message}")
-        self.trial_id, self.message = trial_id, message
+        self.trial_id, self.message, self.record = trial_id, message, record  # record: Ray's whole error text
 
 
 def trial_error_text(trial) -> str:
@@ -169,10 +173,11 @@ class ContractGuard(Callback):
         self.record = record
 
     def _check(self, trial) -> None:
-        message = trainer_error_in(trial_error_text(trial))
-        if message is not None:
+        text = trial_error_text(trial)
+        message = trainer_error_in(text)
+        if message is not None:  # the record keeps Ray's whole error text (the traceback the console leaves out)
             self.record.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.record, {"trial_id": trial.trial_id, "message": message})
+            atomic_write_json(self.record, {"trial_id": trial.trial_id, "message": message, "error": text})
             raise ContractBroken(trial.trial_id, message)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
@@ -185,19 +190,39 @@ class ContractGuard(Callback):
 CONTRACT_ERROR_FILE = "contract_error.json"
 
 
+class QuietTrainerErrors(logging.Filter):
+    """Drops Ray's log records of a trial that failed by a TrainerError: Tune's "Trial task failed
+    for trial ..." with its traceback, and the "Unhandled error" Ray's worker logs for a trial
+    running beside it whose error nobody collects once the guard ends the fit. The console prints
+    the one message instead. Any other failure keeps Ray's traceback."""
+
+    LOGGERS = ("ray.tune.execution.tune_controller", "ray._private.worker")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return trainer_error_in(f"{record.getMessage()}\n{error or ''}") is None
+
+
 def fit_checked(tuner: tune.Tuner, record: Path) -> ContractBroken | None:
     """tuner.fit(); then the TrainerError that ended it, if any, as ContractBroken (from the
     ContractGuard's record, removed first so that an error fixed since is not reported again)."""
     record.unlink(missing_ok=True)
+    quiet = QuietTrainerErrors()
+    for name in quiet.LOGGERS:
+        logging.getLogger(name).addFilter(quiet)
     try:
         tuner.fit()
     except Exception:  # Tune wraps the guard's ContractBroken in its own error
         if not record.is_file():
             raise
+    finally:
+        if not record.is_file():  # else keep it: Ray logs the uncollected errors after fit, as it frees them
+            for name in quiet.LOGGERS:
+                logging.getLogger(name).removeFilter(quiet)
     if not record.is_file():
         return None
     found = json.loads(record.read_text())
-    return ContractBroken(found["trial_id"], found["message"])
+    return ContractBroken(found["trial_id"], found["message"], record)
 
 
 def stoppers(loaded: LoadedSpace, opts: SearchOptions) -> Stopper | None:
@@ -639,8 +664,10 @@ def set_aside_orphans(location: Location, study_ids: set[str]) -> list[str]:
     the resumed search ran their parameters again under a new trial, so counting them would
     list a trial twice and exceed the budget."""
     exp_dir = location.local
-    orphans = sorted(p.parent.name for p in exp_dir.glob("*/params.json")
-                     if p.parent.name.removeprefix("trial_") not in study_ids)
+    # Ray's params.json may never have been written for them (the driver was killed first), so
+    # every trial folder counts: Ray's (params.json) and the trainable's (trial_dirname's trial_<id>/run)
+    folders = {p.parent for p in exp_dir.glob("*/params.json")} | set(exp_dir.glob("trial_*"))
+    orphans = sorted(p.name for p in folders if p.is_dir() and p.name.removeprefix("trial_") not in study_ids)
     if orphans:
         set_aside(location, orphans)
         print(f"{len(orphans)} trial folder(s) from before the interruption that the resumed search ran "

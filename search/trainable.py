@@ -59,8 +59,10 @@ class TrialScorer:
         self.better = sign(objective.mode)
         self.best = -self.better * math.inf
         self.latest: dict[str, float] = {}
+        self.history: list[dict] = []  # the history the latest score was computed from
 
     def __call__(self, history: list[dict]) -> dict[str, float]:
+        self.history = list(history)
         score = objective_score(history, self.epochs, self.objective)
         self.best = max(self.best, score) if self.better > 0 else min(self.best, score)
         items = checklist(history, self.epochs, self.targets)
@@ -72,11 +74,14 @@ class TrialScorer:
         return {**self.latest, **values}
 
     def report(self, metrics: dict, checkpoint_dir: Path | None, final: bool) -> None:
-        """tune.report of the epoch with the score computed for it, and its checkpoint (its
-        metadata names the epoch it belongs to: a restored contract trial resumes its history there)."""
+        """tune.report of the epoch with the score computed for it, and its checkpoint. The
+        checkpoint's metadata names the epoch it belongs to and carries the history up to it: a
+        contract trial restored on another node (a lost node, a resume elsewhere) finds no
+        metrics.jsonl of its own there, and resumes its history from the checkpoint."""
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         if checkpoint is not None:
-            checkpoint.set_metadata({"epoch": metrics["epoch"]})
+            epoch = metrics["epoch"]
+            checkpoint.set_metadata({"epoch": epoch, "history": [r for r in self.history if r["epoch"] <= epoch]})
         tune.report({**metrics, **self.latest, "trial/finished": float(final), "trial/diverged": 0.0},
                     checkpoint=checkpoint)
 
@@ -120,7 +125,7 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
 
     # The working checkpoint lives outside the trial folder, which Ray syncs to storage while the
     # trainer writes; Ray keeps the reported checkpoints (checkpoint_0000NN) there itself.
-    restored = Path(tempfile.mkdtemp(prefix=f"ckpt-{context.get_trial_id()}-"))
+    restored = working_checkpoint_dir(context.get_trial_id())
     checkpoint = tune.get_checkpoint()
     try:
         if checkpoint is not None:  # restored by Ray (retry, Tuner.restore)
@@ -135,6 +140,24 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
                             space.space.seed if seed is None else seed)
     finally:
         shutil.rmtree(restored, ignore_errors=True)
+
+
+WORKING_PREFIX = "arc-jepa-ckpt-"
+
+
+def working_checkpoint_dir(trial_id: str) -> Path:
+    """A new temporary folder for a trial's working checkpoint, named by the trial and this
+    process. A process killed with SIGKILL (a killed worker, a lost node, a killed driver's trials)
+    never removes its folder, so each new one first removes those of processes that are gone."""
+    temp = Path(tempfile.gettempdir())
+    for old in temp.glob(f"{WORKING_PREFIX}*"):
+        try:
+            pid = int(old.name[len(WORKING_PREFIX):].split("-")[0])
+        except ValueError:
+            continue
+        if not psutil.pid_exists(pid):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{WORKING_PREFIX}{os.getpid()}-{trial_id}-", dir=temp))
 
 
 def _train_jepa(config: dict, space: LoadedSpace, epochs: int, num_threads: int, trial_id: str, run_dir: Path,
@@ -164,8 +187,10 @@ def _train_contract(config: dict, space: LoadedSpace, epochs: int, trial_id: str
     nested = space.contract_config(config)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(run_file(space.trainer, trial_id, seed, epochs, nested),
                                                               sort_keys=False))
-    kept = int((checkpoint.get_metadata() or {}).get("epoch", 0)) if checkpoint is not None else 0
-    history = read_jsonl(run_dir / "metrics.jsonl")[:kept]  # a retry without a checkpoint starts over
+    metadata = (checkpoint.get_metadata() or {}) if checkpoint is not None else {}
+    kept = int(metadata.get("epoch", 0))  # a retry without a checkpoint starts over
+    # the checkpoint's own history (older checkpoints have none: this node's metrics.jsonl)
+    history = metadata.get("history") or read_jsonl(run_dir / "metrics.jsonl")[:kept]
 
     run = Run(space.trainer, epochs, seed, run_dir, restored, history, score=scorer, send=reported)
     diverged = None

@@ -1,7 +1,8 @@
 """The analysis in bench/search_efficiency.py, on hand-built runs with hand-computed answers; one
-throughput row of bench/train_throughput.py run for real."""
+throughput row of bench/train_throughput.py and a small bench/load.py run for real."""
 
 import math
+import re
 
 import pytest
 
@@ -156,3 +157,19 @@ def test_a_throughput_row_runs_in_its_own_process_with_and_without_the_batch_bui
         assert row["samples_per_s"] > 0 and row["flops_per_sample"] > 0 and row["matmul_flops_per_s"] > 0
         assert row["ms_per_step"] == pytest.approx(64 * 1e3 / row["samples_per_s"])
     assert 0 < plain["batch_share"] < 1 and math.isnan(ahead["batch_share"])
+
+
+@pytest.mark.slow
+def test_the_load_bench_counts_every_trial_once_through_a_driver_kill_and_resume(tmp_path):
+    """bench/load.py for real at a small size: whole search, then SIGKILL of the driver halfway
+    and --resume; its audit (exactly the budget in the study, trial folders, trials.csv, every
+    trial's epochs once) passes, and the section names its command and figures."""
+    from bench.load import main
+
+    out = tmp_path / "load.md"
+    assert main(["--trials", "16", "--concurrent", "4", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Measured by `python bench/load.py --trials 16 --concurrent 4`" in text
+    assert text.count("| pass |") == 2 and "| whole search | 0 |" in text and "| `--resume` of it | 0 |" in text
+    killed_at = int(re.search(r"SIGKILL after (\d+) trials ended", text).group(1))
+    assert 8 <= killed_at < 16, "killed halfway"

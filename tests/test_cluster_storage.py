@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 import yaml
 
@@ -88,7 +89,8 @@ def blind_cluster(tmp_path_factory, s3_env, bystander):
             print(reason)
             pytest.skip(reason)
         assert worker.returncode == 0, worker.stderr
-        yield {"address": f"127.0.0.1:{port}", "hidden": hidden, "base": base, "env": env}
+        yield {"address": f"127.0.0.1:{port}", "hidden": hidden, "base": base, "env": env,
+               "temp_dir": nodes[0].temp_dir}
     finally:
         for node in reversed(nodes):
             node.stop()
@@ -249,3 +251,94 @@ def test_driver_sigkill_then_resume_from_the_bucket_finishes_the_budget(blind_cl
     assert len(study.trials) == 3 and optuna.trial.TrialState.RUNNING not in [t.state for t in study.trials]
     assert len({json.dumps(t.params, sort_keys=True) for t in study.trials}) == 3, "no trial lost or duplicated"
     assert "resume/killed/trials.csv" in keys(client, "resume/killed/")
+
+
+LOSS_SPACE = """\
+trainer: sleepy:train
+params:
+  x: {dist: uniform, low: 0, high: 1}
+objective: {targets: seed, target_rank_weight: 0.0}
+budget: {num_samples: 4, max_epochs: 8, grace_period: 8, reduction_factor: 2, max_concurrent: 3, max_failures: 1}
+resources: {cpu: 1}
+sampler: random
+seed: 5
+"""
+
+# A user's trainer (docs/own_model.md) that checkpoints every epoch and says where it resumed.
+SLEEPY = """\
+import json, time
+
+def train(config, run):
+    start = 0
+    if run.restored is not None:
+        start = json.loads((run.restored / "state.json").read_text())["epoch"]
+    folder = run.dir / "state"
+    folder.mkdir(exist_ok=True)
+    for epoch in range(start + 1, run.epochs + 1):
+        time.sleep(1.5)
+        (folder / "state.json").write_text(json.dumps({"epoch": epoch}))
+        run.report({"val/loss": 1.0 / epoch + config["x"], "codebook/usage": 0.5, "train/resumed_at": start},
+                   checkpoint=folder)
+"""
+
+
+def test_a_node_lost_mid_search_loses_nothing(blind_cluster, s3_env, tmp_path):
+    """A third node joins in its own mount namespace, blind to the storage folder as the second
+    and to the head's Ray temp dir too (its trial working folders are its own, as on another
+    machine); once a trial on it has a
+    checkpoint in the bucket, its raylet is killed with SIGKILL, as a machine that vanishes. The
+    trial continues from that checkpoint on another node (FailureConfig), its history comes with
+    the checkpoint (the new node has none of its files), every epoch is recorded once, the study
+    holds exactly the budget, and the best config exports."""
+    env, client = blind_cluster["env"], s3_env[1]
+    blind = f"mount -t tmpfs tmpfs {blind_cluster['hidden']} && mount -t tmpfs tmpfs {blind_cluster['temp_dir']}"
+    third = RayNode([f"--address={blind_cluster['address']}", "--num-cpus=1", "--disable-usage-stats"], env,
+                    wrap=lambda cmd: ["unshare", "-m", "sh", "-c", f"{blind} && exec {' '.join(cmd)}"])
+    proc = None
+    try:
+        assert third.returncode == 0, third.stderr
+        (tmp_path / "space.yaml").write_text(LOSS_SPACE)
+        (tmp_path / "sleepy.py").write_text(SLEEPY)
+        proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "search.py"), "space.yaml", "--storage",
+                                 f"s3://{BUCKET}/lost", "--name", "lost", "--address", blind_cluster["address"]],
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**env, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+
+        raylet = [p for p in third.pids() if psutil.Process(p).name() == "raylet"]
+        assert len(raylet) == 1, third.pids()
+        namespace = os.readlink(f"/proc/{raylet[0]}/ns/mnt")  # the third node's own
+
+        def victim():  # a trial of the third node (its worker is in the node's mount namespace), checkpointed
+            for key in keys(client, "lost/lost/"):
+                if key.endswith("run/placement.json"):
+                    trial, placement = key.split("/")[2], json.loads(read_key(client, key))
+                    try:
+                        on_third = os.readlink(f"/proc/{placement['pid']}/ns/mnt") == namespace
+                    except OSError:
+                        continue
+                    if on_third and any("/checkpoint_" in k for k in keys(client, f"lost/lost/{trial}/")):
+                        return trial, placement["node_id"]
+            return None
+
+        found = wait_for(lambda: victim() or proc.poll() is not None, timeout=300)
+        assert found is not True, "the search ended before a trial ran on the third node:\n" + proc.stdout.read()[-4000:]
+        trial, lost_node = found
+        os.kill(raylet[0], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        third.stop()
+    assert proc.returncode == 0, out[-4000:]
+    rows = [json.loads(x) for x in read_key(client, f"lost/lost/{trial}/run/metrics.jsonl").splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 9)), "every epoch once, none lost"
+    resumed_at = {r["train/resumed_at"] for r in rows}
+    assert resumed_at - {0.0} and min(resumed_at - {0.0}) < 8, "the retry continued from its checkpoint"
+    moved = json.loads(read_key(client, f"lost/lost/{trial}/run/placement.json"))
+    assert moved["node_id"] != lost_node, "the trial ended on a node that is still there"
+    local = tmp_path / "results" / "lost"
+    assert len((local / "trials.csv").read_text().splitlines()[1:]) == 4
+    study = optuna.load_study(study_name="lost", storage=f"sqlite:///{local / 'study.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4, "exactly the budget"
+    assert len({json.dumps(t.params, sort_keys=True) for t in study.trials}) == 4, "no trial lost or run twice"
+    assert "lost/lost/best_config.yaml" in keys(client, "lost/lost/")

@@ -49,9 +49,14 @@ def test_a_wrongly_typed_metric_ends_the_search_at_once_and_resumes_once_fixed(t
     assert proc.stderr.count("error: the trainer broke its contract in trial") == 1
     assert message in proc.stderr.split("error: the trainer broke")[1] and "got str 'high'" in proc.stderr
     assert "--resume" in proc.stderr.splitlines()[-1]
+    shown = proc.stdout + proc.stderr
+    assert "search.contract.TrainerError" not in shown and 'File "' not in shown, "the one message, no traceback"
     exp = tmp_path / "results" / "s"
     ran = [p for p in exp.glob("trial_*/run/metrics.jsonl")]
     assert len(ran) <= 2, "the search stopped after the first broken trial (2 run at once)"
+    record = exp / "contract_error.json"
+    assert f"(the trial's whole error text: {record})" in proc.stderr
+    assert "search.contract.TrainerError: mine:train" in json.loads(record.read_text())["error"]
 
     (tmp_path / "mine.py").write_text(TRAINER.replace("USAGE", "0.5"))
     resumed = search(tmp_path, "--resume")

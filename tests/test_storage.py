@@ -1,5 +1,6 @@
 """search/storage.py: where an experiment lives, for a folder and for a URI (no server needed)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -56,12 +57,38 @@ def test_orphaned_trial_folders_are_set_aside_in_storage_and_locally(tmp_path):
     for name in ("trial_a", "trial_b"):
         (loc.local / name).mkdir(parents=True)
         (loc.local / name / "params.json").write_text('{"lr": 0.1}')
+    # a trial the driver was killed before Ray wrote its params.json: only the trainable's files
+    (loc.local / "trial_c" / "run").mkdir(parents=True)
+    (loc.local / "trial_c" / "run" / "metrics.jsonl").write_text('{"epoch": 1}\n')
     (remote_root / "exp").mkdir(parents=True)
-    upload(loc, ["trial_a", "trial_b"])
-    assert set_aside_orphans(loc, study_ids={"a"}) == ["trial_b"]
+    upload(loc, ["trial_a", "trial_b", "trial_c"])
+    assert set_aside_orphans(loc, study_ids={"a"}) == ["trial_b", "trial_c"]
     for root in (loc.local, remote_root / "exp"):
         assert (root / "trial_a" / "params.json").is_file()
-        assert not (root / "trial_b").exists()
+        assert not (root / "trial_b").exists() and not (root / "trial_c").exists()
         assert (root / "orphaned" / "trial_b" / "params.json").read_text() == '{"lr": 0.1}'
+        assert (root / "orphaned" / "trial_c" / "run" / "metrics.jsonl").is_file()
     assert [t.path.name for t in read_trials(loc.local)] == ["trial_a"]
     assert set_aside_orphans(loc, study_ids={"a"}) == [], "nothing left to set aside"
+
+
+def test_a_killed_trial_s_working_checkpoint_is_removed_by_the_next_trial(tmp_path, monkeypatch):
+    """A SIGKILLed trial process leaves its working checkpoint folder; the next trial's removes
+    it, and keeps those of processes still alive."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from search.trainable import WORKING_PREFIX, working_checkpoint_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f"{WORKING_PREFIX}{gone.pid}-abc-x1"
+    alive = tmp_path / f"{WORKING_PREFIX}{os.getpid()}-def-x2"
+    other = tmp_path / f"{WORKING_PREFIX}notapid"
+    for folder in (dead, alive, other):
+        (folder / "model").mkdir(parents=True)
+    new = working_checkpoint_dir("ghi")
+    assert new.is_dir() and new.parent == tmp_path and new.name.startswith(f"{WORKING_PREFIX}{os.getpid()}-ghi-")
+    assert not dead.exists() and alive.is_dir() and other.is_dir()
