@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "their trials ran again under the study's own trial. "
         f"The driver's peak RSS grew by {whole['peak_rss_mb'] - small['peak_rss_mb']:.0f} MB from {small_n} "
         f"to {args.trials} trials ({(whole['peak_rss_mb'] - small['peak_rss_mb']) * 1024 / max(1, args.trials - small_n):.0f} kB "
-        "per trial: Tune keeps each trial's object and last result in the driver).",
+        "per trial).",
     ]
     if loop is not None:
         lines += [

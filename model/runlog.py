@@ -61,9 +61,9 @@ class RunLog:
                 self.writer.file_writer.add_summary(summary)
 
     def epoch(self, metrics: dict, extra: Callable[[], dict[str, float]] | None = None) -> None:
-        """An epoch's line in metrics.jsonl, then its scalars and the caller's extra ones (computed
-        after the line is written: the search scores the whole run so far from the file) in
-        TensorBoard, its console line; timing.json after this process's first epoch."""
+        """An epoch's line in metrics.jsonl, then its scalars and the caller's extra ones (the
+        search's score of the run so far) in TensorBoard, its console line; timing.json after this
+        process's first epoch."""
         if metrics["epoch"] == self.first_epoch:
             atomic_write_json(self.run_dir / "timing.json", self.timing)
         with open(self.run_dir / "metrics.jsonl", "a") as f:

@@ -55,7 +55,7 @@ METRIC_KEYS = (
 )
 
 EpochCallback = Callable[[dict, Path, bool], None]  # (metrics, checkpoint dir, last epoch?)
-ExtraScalars = Callable[[dict, bool], dict[str, float]]  # (epoch metrics, final) -> more scalars for TensorBoard
+ExtraScalars = Callable[[list[dict], bool], dict[str, float]]  # (history so far, final) -> more scalars for TensorBoard
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,7 +358,7 @@ def end_epoch(run: TrainingRun, metrics: dict, extra_scalars: ExtraScalars | Non
     # ---- checkpoint, then logs: a run killed in between resumes with nothing logged twice
     save_checkpoint(run)
     final = stop or metrics["epoch"] == t.epochs
-    run.logbook.epoch(metrics, (lambda: extra_scalars(metrics, final)) if extra_scalars is not None else None)
+    run.logbook.epoch(metrics, (lambda: extra_scalars(state.history, final)) if extra_scalars is not None else None)
     if stop:
         log(f"early stop: val/loss neither improved nor came within {100 * es.floor_tolerance:g}% of its best "
             f"for {es.patience} epochs (best {state.best_val:.4f})")
@@ -381,8 +381,9 @@ def train(cfg: TrainConfig, run_dir: Path, on_epoch: EpochCallback | None = None
     """Train (or resume) one run. on_epoch(metrics, checkpoint_dir, final) runs after each epoch's
     checkpoint and logs; final is True on the run's last epoch (max epochs or early stop).
     checkpoint_dir defaults to run_dir/checkpoint (the Ray adapter keeps it out of the synced
-    trial folder, since Ray stores the reported checkpoints itself). extra_scalars(metrics, final)
-    adds the caller's scalars (the search's score) beside each epoch's metrics in TensorBoard;
+    trial folder, since Ray stores the reported checkpoints itself). extra_scalars(history, final)
+    adds the caller's scalars (the search's score, computed from the run's history in memory, this
+    epoch's metrics last) beside each epoch's metrics in TensorBoard;
     `hparams` (name -> value) are declared once, at a fresh start, for TensorBoard's HParams view
     with `hparam_metrics` (scalar names) as its metrics."""
     run = start_run(cfg, run_dir, checkpoint_dir, hparams, hparam_metrics, log)

@@ -51,10 +51,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import os
 import shlex
 import shutil
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +88,9 @@ PARETO_METRICS = ["codebook/usage", "rank/context", "val/loss_reference"]
 PARETO_MODES = ["max", "max", "min"]
 TABLE_COLUMNS = {"epoch": "epoch", "score": "score", "codebook/usage": "usage",
                  "rank/context": "rank_ctx", "rank/target": "rank_tgt", "val/loss_reference": "val_loss_ref"}
-TABLE_COLUMN_WIDTH = 12  # the console's trial table: headers wrap and values are cut at this width
+TABLE_COLUMN_WIDTH = 12  # the console's trial table: values are cut at this width
+TABLE_WIDTH = 160  # the console's trial table fits in this many columns; parameters beyond it: trials.csv
+TABLE_ROWS = 20  # rows while the search runs (running trials first); the last table shows every trial
 
 
 def short_names(params: dict) -> dict[str, str]:
@@ -96,6 +100,72 @@ def short_names(params: dict) -> dict[str, str]:
     last = [key.rsplit(".", 1)[-1] for key in params]
     return {key: name if last.count(name) == 1 else f"{key.split('.')[0][:3]}.{name}"
             for key, name in zip(params, last)}
+
+
+def _cell(value) -> tuple[str, bool]:
+    """A table cell's text (numbers to 4 significant digits, text cut at TABLE_COLUMN_WIDTH) and
+    whether it is a number (right-aligned)."""
+    if isinstance(value, bool) or value is None:
+        return ("" if value is None else str(value)), False
+    if isinstance(value, numbers.Integral):
+        return str(value), True
+    if isinstance(value, numbers.Real):
+        return f"{value:.4g}", True
+    text = str(value)
+    return (text if len(text) <= TABLE_COLUMN_WIDTH else text[:TABLE_COLUMN_WIDTH - 1] + "~"), False
+
+
+def _header_lines(name: str) -> tuple[str, str]:
+    """A column header on two lines, split at the underscore that makes the longer line shortest
+    ('refresh_usage_threshold' -> 'refresh_usage' over 'threshold'); names of 8 characters or
+    fewer stay on one."""
+    parts = name.split("_")
+    if len(name) <= 8 or len(parts) == 1:
+        return name, ""
+    splits = [("_".join(parts[:i]), "_".join(parts[i:])) for i in range(1, len(parts))]
+    return min(splits, key=lambda ab: max(len(ab[0]), len(ab[1])))
+
+
+def _render(headers: list[str], rows: list[list[tuple[str, bool]]]) -> list[str]:
+    """A psql-style text table (as Ray's) with two-line headers, numbers right-aligned."""
+    heads = [_header_lines(h) for h in headers]
+    widths = [max([len(a), len(b)] + [len(r[i][0]) for r in rows]) for i, (a, b) in enumerate(heads)]
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    head = ["| " + " | ".join(h[line].ljust(w) for h, w in zip(heads, widths)) + " |" for line in (0, 1)
+            if line == 0 or any(h[1] for h in heads)]
+    body = ["| " + " | ".join(t.rjust(w) if num else t.ljust(w) for (t, num), w in zip(r, widths)) + " |"
+            for r in rows]
+    return [rule, *head, "|" + rule[1:-1] + "|", *body, rule]
+
+
+def trial_table(trials: list[dict], metric_columns: dict[str, str], param_columns: dict[str, str],
+                width: int = TABLE_WIDTH, max_rows: int | None = None) -> list[str]:
+    """The console's trial table. It leads with what the search judges by: trial, status, then
+    `metric_columns` (result key -> header: epoch, score, the checklist's values); then as many
+    of `param_columns` (config key -> short name, in the space's order) as fit in `width`
+    characters, and a line naming the parameters left out (trials.csv and the report have them).
+    trials: {"trial_id", "status", "config", "result"} in the order to show; with `max_rows`,
+    running trials come first and a line counts those not shown."""
+    order = {"RUNNING": 0, "PAUSED": 1, "PENDING": 2, "TERMINATED": 3, "ERROR": 4}
+    shown = sorted(trials, key=lambda t: order.get(t["status"], 5))
+    hidden = shown[max_rows:] if max_rows is not None else []
+    shown = shown[:max_rows] if max_rows is not None else shown
+    metrics = [k for k in metric_columns if any(t["result"].get(k) is not None for t in trials)]
+    headers = ["trial", "status", *(metric_columns[k] for k in metrics)]
+    rows = [[_cell(t["trial_id"]), _cell(t["status"]), *(_cell(t["result"].get(k)) for k in metrics)] for t in shown]
+    table, left_out = _render(headers, rows), []
+    for key, name in param_columns.items():
+        wider = _render(headers + [name], [r + [_cell(t["config"].get(key))] for r, t in zip(rows, shown)])
+        if len(wider[0]) > width or left_out:  # the space's order: once one does not fit, the rest follow it
+            left_out.append(name)
+            continue
+        headers, rows, table = headers + [name], [r + [_cell(t["config"].get(key))] for r, t in zip(rows, shown)], wider
+    if hidden:
+        counts = {s: sum(t["status"] == s for t in hidden) for s in order if any(t["status"] == s for t in hidden)}
+        table.append(f"... {len(hidden)} more trials not shown ({', '.join(f'{n} {s}' for s, n in counts.items())})")
+    if left_out:
+        table += textwrap.wrap(f"(not shown, to fit {width} columns: {', '.join(left_out)}; all in trials.csv)", width)
+    return table
 
 
 @dataclass(frozen=True)
@@ -324,13 +394,16 @@ def progress_line(trials: list[dict], num_samples: int, elapsed_s: float, mode: 
 
 
 class ResultsReporter(tune.CLIReporter):
-    """Ray's classic trial table, with its "Result logdir: /tmp/ray/session_.../driver_artifacts"
-    line (the driver's scratch copy) replaced by where the results really are, and a progress line
-    (progress_line) under it."""
+    """Ray's classic status block, with its "Result logdir: /tmp/ray/session_.../driver_artifacts"
+    line (the driver's scratch copy) replaced by where the results really are, a progress line
+    (progress_line) under it, and its trial table by trial_table's (the judged metrics first,
+    within TABLE_WIDTH columns)."""
 
-    def __init__(self, exp_dir: Path, num_samples: int, mode: str, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, exp_dir: Path, num_samples: int, mode: str, metric_columns: dict[str, str],
+                 parameter_columns: dict[str, str], **kwargs):
+        super().__init__(metric_columns=metric_columns, parameter_columns=parameter_columns, **kwargs)
         self.exp_dir, self.num_samples, self.mode = exp_dir, num_samples, mode
+        self.columns = metric_columns, parameter_columns
         self.started = time.time()
 
     def _progress_str(self, trials, done, *sys_info, **kwargs):
@@ -338,8 +411,22 @@ class ResultsReporter(tune.CLIReporter):
         state = [{"status": t.status, "trial_id": t.trial_id, "epoch": (t.last_result or {}).get("epoch"),
                   "score": (t.last_result or {}).get("score")} for t in trials]
         progress = progress_line(state, self.num_samples, time.time() - self.started, self.mode)
-        return "\n".join(f"Results: {self.exp_dir}\n{progress}" if line.startswith("Result logdir: ") else line
-                         for line in text.split("\n"))
+        table = trial_table([{"trial_id": t.trial_id, "status": t.status, "config": t.config,
+                              "result": t.last_result or {}} for t in trials],
+                            *self.columns, max_rows=None if done else TABLE_ROWS)
+        lines, out, in_table = text.split("\n"), [], False
+        for line in lines:  # Ray's table (and its "more trials not shown" line) replaced by trial_table's
+            if line.startswith("Result logdir: "):
+                out.append(f"Results: {self.exp_dir}\n{progress}")
+            elif line.startswith("Number of trials: "):
+                out += [line, *table]
+                in_table = True
+            elif in_table and line.startswith(("+", "|", "... ")):
+                continue
+            else:
+                in_table = False
+                out.append(line)
+        return "\n".join(out)
 
 
 def start_ray(opts: SearchOptions):

@@ -6,7 +6,7 @@ and the rules built on them.
 - `SEED_NO_VQ`, `SEED_SIXTH_RUN`: the figures the seed reports for its no-VQ diagnostic and for
   its failed sixth run; the study quotes them from here.
 - `calibrated()`: the same bars re-measured at our model size by `python scripts/study.py
-  calibrate` (study/part1.py), read from `search/calibrated_targets.yaml`. The seed put its rank
+  calibrate` (study/collapse.py), read from `search/calibrated_targets.yaml`. The seed put its rank
   bars just under its own no-VQ run's lowest ranks (SEED over SEED_NO_VQ's first-epoch ranks);
   calibration applies that ratio, `CALIBRATION_RATIO`, to the lowest rank our no-VQ diagnostic
   reaches over its epochs and seeds. The seed put its val-loss bar just above its no-VQ run's

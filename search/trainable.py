@@ -168,7 +168,7 @@ def _train_jepa(config: dict, space: LoadedSpace, epochs: int, num_threads: int,
 
     cfg = space.trial_config(config, epochs=epochs, name=trial_id, num_threads=num_threads, seed=seed)
     result = train(cfg, run_dir, on_epoch=reported, checkpoint_dir=checkpoint_dir,
-                   extra_scalars=lambda metrics, final: scorer(read_jsonl(run_dir / "metrics.jsonl")),
+                   extra_scalars=lambda history, final: scorer(history),
                    hparams=config, hparam_metrics=HPARAM_METRICS)
     if result.status == "diverged":
         scorer.diverged(result.epochs + 1)

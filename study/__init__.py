@@ -5,8 +5,8 @@ would, through the repository's scripts, configs and spaces.
 
     study/protocol.py   what each stage runs: configs, spaces, seeds, epochs, folders
     study/common.py     what stages share: many training runs, a run's summary, plots
-    study/part1.py      collapse, confirm, calibrate, rankcorr
-    study/part2.py      main, production, reference, unquantized, fixes, searches
+    study/collapse.py   does the collapse happen here? collapse, confirm, calibrate, rankcorr
+    study/fix.py        the answer and its controls: main, production, reference, unquantized, fixes, searches
     study/doc.py        docs/study.md from the summaries (imports only what it renders)
     study/stages.py     the stage list (once) and run_stage
 """

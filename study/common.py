@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
-import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
 
-import yaml
 
-from model.io import atomic_write_json, atomic_write_text
-from search.export import read_json, read_jsonl
+from search.export import read_jsonl
 from search.runs import TrainRun
-from search.targets import (CALIBRATED_FILE, CALIBRATION_RATIO, SEED, SIGNATURE_CONTEXT_RANK,
-                            SIGNATURE_USAGE, VAL_LOSS_RATIO, Targets, calibrate_from, calibrated, seed_signature)
+from search.targets import (SIGNATURE_CONTEXT_RANK,
+                            SIGNATURE_USAGE, Targets, calibrated, seed_signature)
 from concurrent.futures import ThreadPoolExecutor
 
 from search.runs import train_subprocess
@@ -34,12 +27,12 @@ def run_many(jobs: list[tuple[Path, str, Path, list[str]]], workers: int) -> lis
     return runs
 
 
-def _final(rows: list[dict], key: str) -> float:
+def final_value(rows: list[dict], key: str) -> float:
     return rows[-1][key] if rows and isinstance(rows[-1].get(key), (int, float)) else math.nan
 
 
 
-def _trials_with_rows(exp_dir: Path) -> list:
+def trials_with_rows(exp_dir: Path) -> list:
     """(TrialRecord, its trainer rows) for each trial of the experiment that ran an epoch, best
     first under the experiment's goal (search/judge.py: ranked; unranked trials last)."""
     from search.export import read_trials
@@ -51,7 +44,7 @@ def _trials_with_rows(exp_dir: Path) -> list:
     return sorted([(t, rows) for t, rows in pairs if rows], key=lambda pair: order.get(pair[0].trial_id, len(order)))
 
 
-def _trial_base(t, rows: list[dict]) -> dict:
+def trial_base(t, rows: list[dict]) -> dict:
     return {"trial_id": t.trial_id, "status": t.status, "epochs": rows[-1]["epoch"], "score": t.final("score"),
             "params": t.params, "first_refresh_epoch": first_refresh(rows)}
 
@@ -61,12 +54,12 @@ def first_refresh(rows: list[dict]) -> int | None:
     return next((r["epoch"] for r in rows if r.get("codebook/refreshed", 0) > 0), None)
 
 
-def _mean(xs: list[float]) -> float:
+def finite_mean(xs: list[float]) -> float:
     xs = [x for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
     return sum(xs) / len(xs) if xs else math.nan
 
 
-def _run_summary(config: str, name: str, run: TrainRun, planned: int, targets: Targets | None = None) -> dict:
+def run_summary(config: str, name: str, run: TrainRun, planned: int, targets: Targets | None = None) -> dict:
     from search.judge import judge
 
     rows = run.rows
@@ -74,7 +67,7 @@ def _run_summary(config: str, name: str, run: TrainRun, planned: int, targets: T
     return {"config": config, "name": name, "status": run.status, "epochs": rows[-1]["epoch"] if rows else 0,
             "first_refresh_epoch": first_refresh(rows),
             "signature": seed_signature(rows) if rows else {"reproduced": False},
-            "final": {k: _final(rows, k) for k in ("codebook/usage", "rank/context", "rank/target", "val/loss",
+            "final": {k: final_value(rows, k) for k in ("codebook/usage", "rank/context", "rank/target", "val/loss",
                                                      "val/loss_reference",
                                                      "grad/norm_mean", "grad/norm_max", "loss/relational",
                                                      "loss/infonce", "codes/nmi_colour", "codes/nmi_shape",
@@ -119,7 +112,7 @@ def plot_runs(runs: list[dict], path: Path, title: str) -> None:
 
 
 
-def _items(rows: list[dict], planned: int, targets: Targets) -> dict:
+def checklist_items(rows: list[dict], planned: int, targets: Targets) -> dict:
     from search.judge import checklist, format_item
 
     return {k: {"pass": v["pass"], "label": v["label"], "shown": format_item(k, v)}
@@ -139,7 +132,7 @@ def _verdicts(judgement) -> dict:
 
 
 def pass_counts(runs: list[dict]) -> dict[str, int]:
-    """Per item id, in how many of the runs (each an items dict of _items) it passed; items that
+    """Per item id, in how many of the runs (each an items dict of checklist_items) it passed; items that
     apply to none of the runs are left out (search/judge.py: across_seeds)."""
     from search.judge import across_seeds
 

@@ -1,4 +1,4 @@
-"""docs/study.md from the stage summaries in docs/study/*.json (study/part1.py, part2.py, ladder.py).
+"""docs/study.md from the stage summaries in docs/study/*.json (study/collapse.py, fix.py, ladder.py).
 
 Every number in the document is read from a summary or from a constant (the study's protocol in
 study/protocol.py, the seed's own figures and bars in search/targets.py); every sentence that

@@ -27,7 +27,7 @@ from search.export import read_json, read_jsonl
 from search.judge import across_seeds, checklist
 from search.targets import SEED, SEED_NO_VQ, calibrate_from, seed_signature
 from study.common import first_refresh, run_many
-from study.part1 import summarise_collapse
+from study.collapse import summarise_collapse
 from study.protocol import (COLLAPSE_SPACE, DISTANCE_HELD_OUT_SEEDS, DISTANCE_SEEDS, DISTANCE_VARIANTS, DOCS,
                             LADDER_CONFIGS, LADDER_DATA, LADDER_DIMS, LADDER_EPOCHS, LADDER_SEEDS, PRODUCTION_CONFIG, RUNG_BUDGET, RUNG_NAME, ROOT,
                             RUNS, command)

@@ -13,7 +13,7 @@ from typing import Callable
 
 from model.io import atomic_write_json
 from search.export import read_json
-from study import ladder, part1, part2, patience, race, vqvae
+from study import ladder, collapse, fix, patience, race, vqvae
 from study.doc import write_study_doc
 from study.protocol import DOCS
 
@@ -26,16 +26,16 @@ class Stage:
 
 
 STAGES = (
-    Stage("collapse", part1.stage_collapse, "the failure-seeking search: spaces/collapse.yaml, goal: collapse"),
-    Stage("confirm", part1.stage_confirm, "sixth_run, diagnostic_no_vq, closest_to_collapse over the confirm seeds"),
-    Stage("calibrate", part1.stage_calibrate, "rank targets from the no-VQ runs -> search/calibrated_targets.yaml"),
-    Stage("rankcorr", part1.stage_rankcorr, "configs drawn from a space x 2 seeds: does the score rank them stably?"),
-    Stage("main", part2.stage_main, "the README's main command, its winner verified -> configs/stable_production.yaml"),
-    Stage("production", part2.stage_production, "configs/stable_production.yaml over fresh seeds, its full epochs"),
-    Stage("reference", part2.stage_reference, "the no-VQ reference judged like the winner: same seeds and budgets"),
-    Stage("unquantized", part2.stage_unquantized, "the production config without its quantizer, judged the same way"),
-    Stage("fixes", part2.stage_fixes, "the seed's fixes, FSQ, counter-measures, context aggregators over seeds"),
-    Stage("searches", part2.stage_searches, "spaces/quantizer.yaml and spaces/context.yaml searched, winners verified"),
+    Stage("collapse", collapse.stage_collapse, "the failure-seeking search: spaces/collapse.yaml, goal: collapse"),
+    Stage("confirm", collapse.stage_confirm, "sixth_run, diagnostic_no_vq, closest_to_collapse over the confirm seeds"),
+    Stage("calibrate", collapse.stage_calibrate, "rank targets from the no-VQ runs -> search/calibrated_targets.yaml"),
+    Stage("rankcorr", collapse.stage_rankcorr, "configs drawn from a space x 2 seeds: does the score rank them stably?"),
+    Stage("main", fix.stage_main, "the README's main command, its winner verified -> configs/stable_production.yaml"),
+    Stage("production", fix.stage_production, "configs/stable_production.yaml over fresh seeds, its full epochs"),
+    Stage("reference", fix.stage_reference, "the no-VQ reference judged like the winner: same seeds and budgets"),
+    Stage("unquantized", fix.stage_unquantized, "the production config without its quantizer, judged the same way"),
+    Stage("fixes", fix.stage_fixes, "the seed's fixes, FSQ, counter-measures, context aggregators over seeds"),
+    Stage("searches", fix.stage_searches, "spaces/quantizer.yaml and spaces/context.yaml searched, winners verified"),
     Stage("ladder", ladder.stage_ladder, "no-VQ and sixth run at each (dim, data) rung; every seed at the closest one"),
     Stage("rung", ladder.stage_rung, "spaces/collapse.yaml at the ladder's chosen rung"),
     Stage("distance", ladder.stage_distance, "the production config over its full epochs, variants; the chosen one on held-out seeds"),

@@ -15,7 +15,7 @@ from search.export import read_json, read_jsonl
 from search.judge import across_seeds, checklist
 from search.targets import read_judging
 from study.common import run_many
-from study.part2 import search_and_verify
+from study.fix import search_and_verify
 from study.protocol import DOCS, ROOT, RUNS, VQVAE_CONFIG, VQVAE_NAME, VQVAE_SEEDS, VQVAE_SPACE, command
 
 

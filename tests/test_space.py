@@ -144,3 +144,36 @@ def test_progress_line_counts_and_estimates():
                     "4.0 min elapsed, about 16 min left at this pace")
     assert "(trial c)" in progress_line(trials, 10, 240.0, mode="min")  # a collapse search's best is the lowest
     assert progress_line([], 4, 0.0) == "Progress: 0/4 trials ended, 0 running | 0 trial-epochs | 0.0 min elapsed"
+
+
+def test_the_trial_table_leads_with_the_judged_metrics_and_fits_160_columns():
+    """search/runner.py: trial_table at the default space: trial, status, epoch, score and the
+    checklist's values first; then the parameters in the space's order while they fit; the rest
+    named below; running trials first, the rows left out counted."""
+    from search.runner import TABLE_COLUMNS, TABLE_WIDTH, _header_lines, short_names, trial_table
+    from search.space import load_space
+
+    params = short_names(load_space(ROOT / "spaces" / "vq_gentle.yaml").space.params)
+    result = {"epoch": 24, "score": 8.68247, "codebook/usage": 0.871094, "rank/context": 35.2189,
+              "rank/target": 16.7876, "val/loss_reference": 8.60545}
+    config = {k: 0.000123456 for k in params} | {"context.aggregator": "attention"}
+    trials = [{"trial_id": f"t{i:07d}", "status": s, "config": config, "result": {} if s == "PENDING" else result}
+              for i, s in enumerate(["TERMINATED", "PENDING", "RUNNING"] * 9)]
+    table = trial_table(trials, TABLE_COLUMNS, params, max_rows=20)
+    assert TABLE_WIDTH == 160 and all(len(line) <= 160 for line in table), max(map(len, table))
+    header = [c.strip() for c in table[1].strip("|").split("|")]
+    assert header[:8] == ["trial", "status", "epoch", "score", "usage", "rank_ctx", "rank_tgt", "val"]
+    assert [c.strip() for c in table[2].strip("|").split("|")][7:9] == ["loss_ref", "interval"]  # two-line headers
+    assert table[4].split("|")[2].strip() == "RUNNING" and "1.235e-04" not in table[4]  # 4 significant digits
+    assert "0.0001235" in table[4]
+    assert "... 7 more trials not shown (7 TERMINATED)" in table
+    footnote = " ".join(line for line in table if not line.startswith(("+", "|", "...")))
+    assert footnote.startswith("(not shown, to fit 160 columns: ") and footnote.endswith("; all in trials.csv)")
+    # the space's order: the parameters shown are a prefix of it, the ones left out the rest
+    names, shown = list(params.values()), len(header) - 8
+    assert shown >= 4 and footnote[len("(not shown, to fit 160 columns: "):-len("; all in trials.csv)")].split(", ") \
+        == names[shown:]
+    assert _header_lines("refresh_usage_threshold") == ("refresh_usage", "threshold")
+    assert _header_lines("score") == ("score", "")
+    # the last table shows every trial
+    assert not any(line.startswith("...") for line in trial_table(trials, TABLE_COLUMNS, params))

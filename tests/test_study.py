@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 
 from search.score import items_passed, run_score
 from search.targets import CALIBRATION_RATIO, calibrated
-from study import part1, part2, protocol
+from study import collapse, fix, protocol
 from study.doc import write_study_doc
 TINY = ("data.max_tasks=60", "training.batch_size=32", "vq.refresh_interval=4")
 
@@ -18,7 +18,7 @@ TINY = ("data.max_tasks=60", "training.batch_size=32", "vq.refresh_interval=4")
 @pytest.mark.slow
 def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
     docs, runs, targets_file = tmp_path / "docs", tmp_path / "runs", tmp_path / "calibrated_targets.yaml"
-    confirm = part1.stage_confirm(workers=2, epochs=2, seeds=(0, 1), configs=("sixth_run", "diagnostic_no_vq"),
+    confirm = collapse.stage_confirm(workers=2, epochs=2, seeds=(0, 1), configs=("sixth_run", "diagnostic_no_vq"),
                                   overrides=TINY, docs=docs, runs=runs)
     assert [r["name"] for r in confirm["runs"]] == ["sixth_run-seed0", "sixth_run-seed1",
                                                     "diagnostic_no_vq-seed0", "diagnostic_no_vq-seed1"]
@@ -31,7 +31,7 @@ def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
     assert sixth["min"]["codebook/usage"] == min(r["codebook/usage"] for r in rows)
     assert 0 <= sixth["final"]["codes/nmi_colour"] <= 1 and math.isnan(confirm["runs"][2]["final"]["codes/nmi_colour"])
 
-    cal = part1.stage_calibrate(docs=docs, runs=runs, target_file=targets_file, seeds=(0, 1))
+    cal = collapse.stage_calibrate(docs=docs, runs=runs, target_file=targets_file, seeds=(0, 1))
     no_vq = [json.loads(x) for s in (0, 1) for x in
              (runs / "confirm" / f"diagnostic_no_vq-seed{s}" / "metrics.jsonl").read_text().splitlines()]
     expected = round(CALIBRATION_RATIO * min(r["rank/context"] for r in no_vq), 2)
@@ -43,7 +43,7 @@ def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
                          .splitlines()[-1])["val/loss_reference"] for s in (0, 1)]
     assert calibrated(targets_file).final_val_loss == round(max(finals) * 8 / 7.75, 2)
 
-    corr = part1.stage_rankcorr(workers=2, n=3, epochs=1, seeds=(0, 1), overrides=TINY, docs=docs, runs=runs)
+    corr = collapse.stage_rankcorr(workers=2, n=3, epochs=1, seeds=(0, 1), overrides=TINY, docs=docs, runs=runs)
     assert len(corr["table"]) == 3
     seed_scores = {s: [] for s in (0, 1)}
     for i in range(3):
@@ -64,12 +64,12 @@ def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
     (exp / "best_config.yaml").write_text((protocol.ROOT / "configs" / "sixth_run.yaml").read_text())
     (exp / "best_trial.json").write_text(json.dumps({"trial_id": "abc"}))
     production = tmp_path / "stable_production.yaml"
-    part2.write_production_config(exp, production)
+    fix.write_production_config(exp, production)
     cfg = yaml.safe_load(production.read_text())
     assert cfg["name"] == "stable_production" and cfg["training"]["epochs"] == protocol.PRODUCTION_EPOCHS
     assert "trial abc" in production.read_text() and cfg["vq"] == yaml.safe_load(
         (protocol.ROOT / "configs" / "sixth_run.yaml").read_text())["vq"]
-    prod = part2.stage_production(workers=2, seeds=(7, 8), config=production, epochs=2, overrides=TINY,
+    prod = fix.stage_production(workers=2, seeds=(7, 8), config=production, epochs=2, overrides=TINY,
                                   docs=docs, runs=runs)
     assert [r["name"] for r in prod["runs"]] == ["stable_production-seed7", "stable_production-seed8"]
     assert all(r["epochs"] == 2 for r in prod["runs"])
@@ -79,7 +79,7 @@ def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
 
     variants = (("sixth_run (mean)", "sixth_run", ()), ("k-means init", "sixth_run", ("vq.init=kmeans",)),
                 ("context last", "context_last", ()))
-    fixes = part2.stage_fixes(workers=2, epochs=1, seeds=(0,), variants=variants, overrides=TINY, docs=docs, runs=runs)
+    fixes = fix.stage_fixes(workers=2, epochs=1, seeds=(0,), variants=variants, overrides=TINY, docs=docs, runs=runs)
     assert [v["name"] for v in fixes["variants"]] == [v[0] for v in variants]
     kmeans = yaml.safe_load((runs / "fixes" / "k-means_init-seed0" / "config.yaml").read_text())
     assert kmeans["vq"]["init"] == "kmeans"  # the variant's override reached the run
@@ -96,7 +96,7 @@ def test_confirm_calibrate_rankcorr_and_the_document(tmp_path):
 
 
 def test_search_trials_grouped_by_a_parameter():
-    """part2._groups: per value, the best by score (trials come best first) and the lowest final
+    """fix._groups: per value, the best by score (trials come best first) and the lowest final
     val loss among the full-budget trials, with the items each fails."""
     def trial(tid, kind, score, epochs, val, failed=()):
         items = {"a": {"pass": "a" not in failed, "label": "item a"}, "b": {"pass": "b" not in failed, "label": "item b"}}
@@ -105,7 +105,7 @@ def test_search_trials_grouped_by_a_parameter():
 
     trials = [trial("t1", "ema", 8.5, 24, 13.0), trial("t2", "ema", 7.4, 24, 12.0, ("b",)),
               trial("t3", "fsq", 4.0, 9, 18.0, ("a", "b")), trial("t4", None, 3.0, 24, 14.0, ("a",))]
-    groups = part2._groups(trials, "vq.kind", planned=24)
+    groups = fix._groups(trials, "vq.kind", planned=24)
     assert list(groups) == ["ema", "fsq", "(base)"]  # values in order, the base config (param off) last
     assert groups["ema"]["trials"] == 2 and groups["ema"]["full_budget"] == 2
     assert groups["ema"]["best"]["trial_id"] == "t1" and groups["ema"]["best"]["failed"] == []
@@ -116,7 +116,7 @@ def test_search_trials_grouped_by_a_parameter():
 
 
 def test_the_loss_yardstick_table_and_the_runs_it_covers():
-    """part2.loss_yardstick: the full-budget trials' own and reference val losses, lowest relational
+    """fix.loss_yardstick: the full-budget trials' own and reference val losses, lowest relational
     weight first (the base config's weight where the trial did not set it); empty when the space
     does not search the weights. And docs/study.md's claim that sections 8 and 9 need no yardstick:
     every fix variant, and the bases of the quantizer and context spaces, train with REFERENCE_WEIGHTS."""
@@ -131,14 +131,14 @@ def test_the_loss_yardstick_table_and_the_runs_it_covers():
                           "grad_norm_max": {"pass": weight is not None}}}
 
     space = {"params": {"relational_loss.weight": {}, "vq.ema_decay": {}}}
-    rows = part2.loss_yardstick([trial("a", 0.02, 9.0, 15.0, False), trial("b", None, 13.0, 13.0, True),
+    rows = fix.loss_yardstick([trial("a", 0.02, 9.0, 15.0, False), trial("b", None, 13.0, 13.0, True),
                                  trial("c", 0.01, 8.0, 14.0, True)], space)
     assert [r["trial_id"] for r in rows] == ["c", "a", "b"]
     assert rows[2]["relational_loss.weight"] == REFERENCE_WEIGHTS.relational
     assert rows[2]["relational_loss.context_self_weight"] == REFERENCE_WEIGHTS.context_self
     assert (rows[1]["val/loss"], rows[1]["val/loss_reference"], rows[1]["final_val_loss_pass"]) == (9.0, 15.0, False)
     assert rows[1]["grad_items_pass"] and not rows[2]["grad_items_pass"]  # both gradient items, or FAIL
-    assert part2.loss_yardstick([trial("a", 0.02, 9.0, 15.0, False)], {"params": {"vq.ema_decay": {}}}) == []
+    assert fix.loss_yardstick([trial("a", 0.02, 9.0, 15.0, False)], {"params": {"vq.ema_decay": {}}}) == []
 
     for _, config, overrides in protocol.FIXES:
         assert loss_weights(load_config(protocol.ROOT / "configs" / f"{config}.yaml", list(overrides))) == REFERENCE_WEIGHTS
@@ -156,15 +156,15 @@ def test_the_reference_stage_judges_the_no_vq_run_like_the_winner(tmp_path):
     from study.doc import reference_table
 
     docs, runs = tmp_path / "docs", tmp_path / "runs"
-    ref = part2.stage_reference(workers=2, seeds=(1000, 1001), epochs=(2,), overrides=TINY, docs=docs, runs=runs)
+    ref = fix.stage_reference(workers=2, seeds=(1000, 1001), epochs=(2,), overrides=TINY, docs=docs, runs=runs)
     budget = ref["budgets"]["2"]
     assert [r["seed"] for r in budget["runs"]] == [1000, 1001]
     assert all(r["status"] == "completed" and r["epochs"] == 2 for r in budget["runs"])
-    rows = [json.loads(x) for x in (runs / "reference" / part2.reference_run_name(2, 1000, part2.main_schedule()) / "metrics.jsonl")
+    rows = [json.loads(x) for x in (runs / "reference" / fix.reference_run_name(2, 1000, fix.main_schedule()) / "metrics.jsonl")
             .read_text().splitlines()]
     assert math.isnan(rows[-1]["codebook/usage"])  # no quantizer: usage is undefined, and its item left out
     # the main space's learning-rate schedule, as the winner trains with it (a cosine ends at its final lr)
-    assert ref["schedule"] == part2.main_schedule() and ref["schedule"]["training.lr_schedule"] == "cosine"
+    assert ref["schedule"] == fix.main_schedule() and ref["schedule"]["training.lr_schedule"] == "cosine"
     assert rows[-1]["train/lr"] == pytest.approx(1e-3 * ref["schedule"].get("training.final_lr_fraction", 0.01))
     assert "usage_throughout" not in budget["pass_counts"] and "target_rank" in budget["pass_counts"]
     assert budget["pass_counts"]["completed_all_epochs"] == 2
@@ -182,8 +182,8 @@ def test_the_unquantized_stage_is_the_production_config_without_its_codebook(tmp
     from study.doc import unquantized_table
 
     docs, runs = tmp_path / "docs", tmp_path / "runs"
-    unq = part2.stage_unquantized(workers=1, seeds=(1000,), epochs=(2,), overrides=TINY, docs=docs, runs=runs)
-    run_dir = runs / "unquantized" / part2.unquantized_run_name(2, 1000)
+    unq = fix.stage_unquantized(workers=1, seeds=(1000,), epochs=(2,), overrides=TINY, docs=docs, runs=runs)
+    run_dir = runs / "unquantized" / fix.unquantized_run_name(2, 1000)
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     production = yaml.safe_load(protocol.PRODUCTION_CONFIG.read_text())
     assert resolved["vq"]["enabled"] is False and production["vq"]["enabled"] is True

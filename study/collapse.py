@@ -1,27 +1,24 @@
-"""Part 1 of the study: does the seed's collapse happen here? The failure-seeking search, the
-seed's runs over three seeds, the targets recalibrated on the no-VQ run, and whether the search's
-score ranks configs the same way under another seed."""
+"""The study's first question (Part 1 of docs/study.md): does the seed's collapse happen here?
+The failure-seeking search, the seed's runs over three seeds, the targets recalibrated on the
+no-VQ run, and whether the search's score ranks configs the same way under another seed."""
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
 from model.io import atomic_write_json, atomic_write_text
 from search.export import read_json, read_jsonl
 from search.runs import TrainRun
-from search.targets import (CALIBRATED_FILE, CALIBRATION_RATIO, SEED, SIGNATURE_CONTEXT_RANK,
-                            SIGNATURE_USAGE, VAL_LOSS_RATIO, Targets, calibrate_from, calibrated, seed_signature)
+from search.targets import (CALIBRATED_FILE, CALIBRATION_RATIO, SEED, VAL_LOSS_RATIO, calibrate_from, calibrated, seed_signature)
 
-from study.common import _final, _items, _mean, _run_summary, _trial_base, _trials_with_rows, first_refresh, plot_runs, run_many
+from study.common import final_value, finite_mean, run_summary, trial_base, trials_with_rows, plot_runs, run_many
 from study.protocol import (COLLAPSE_NAME, COLLAPSE_SPACE, CONFIRM_CONFIGS, CONFIRM_EPOCHS, CONFIRM_SEEDS, DOCS,
                             RANKCORR_CONFIGS, RANKCORR_EPOCHS, RANKCORR_SAMPLER_SEED, RANKCORR_SEEDS, RANKCORR_SPACE,
                             ROOT, RUNS, command)
@@ -55,9 +52,9 @@ def summarise_collapse(exp_dir: Path, docs: Path = DOCS, name: str = "collapse",
             shutil.copy2(exp_dir / plot, docs / f"{name}_{plot}")
     space = yaml.safe_load((exp_dir / "space.yaml").read_text())
     trials = []
-    for t, rows in _trials_with_rows(exp_dir):
-        trials.append({**_trial_base(t, rows),
-                       "final": {k: _final(rows, k) for k in ("codebook/usage", "rank/context", "rank/target",
+    for t, rows in trials_with_rows(exp_dir):
+        trials.append({**trial_base(t, rows),
+                       "final": {k: final_value(rows, k) for k in ("codebook/usage", "rank/context", "rank/target",
                                                                 "val/loss", "grad/norm_mean", "codes/nmi_colour",
                                                                 "codes/nmi_chance")},
                        "min_usage_after_5": min((r["codebook/usage"] for r in rows if r["epoch"] > 5), default=math.nan),
@@ -75,9 +72,9 @@ def summarise_collapse(exp_dir: Path, docs: Path = DOCS, name: str = "collapse",
             group = [t for t in full if t["params"].get(key) == choice]
             by_choice[key][str(choice)] = {
                 "n": len(group),
-                "mean_score": _mean([t["score"] for t in group]),
-                "mean_usage": _mean([t["final"]["codebook/usage"] for t in group]),
-                "mean_context_rank": _mean([t["final"]["rank/context"] for t in group])}
+                "mean_score": finite_mean([t["score"] for t in group]),
+                "mean_usage": finite_mean([t["final"]["codebook/usage"] for t in group]),
+                "mean_context_rank": finite_mean([t["final"]["rank/context"] for t in group])}
     summary = {"command": command_text or command("collapse"),
                "search_command": f"python scripts/search.py {space_path} --name {exp_dir.name}", "space": space_path,
                "budget": space["budget"], "importances": importances, "importances_why_not": why_not, "trials": trials,
@@ -113,7 +110,7 @@ def summarise_confirm(epochs: int = CONFIRM_EPOCHS, seeds: tuple[int, ...] = CON
             run_dir = runs / "confirm" / f"{c}-seed{s}"
             status = read_json(run_dir / "status.json").get("status", "missing")
             run = TrainRun(run_dir.name, rows=read_jsonl(run_dir / "metrics.jsonl"), status=status)
-            summary["runs"].append(_run_summary(c, run.name, run, epochs))
+            summary["runs"].append(run_summary(c, run.name, run, epochs))
     atomic_write_json(docs / "confirm.json", summary)
     plot_runs(summary["runs"], docs / "confirm.png", f"configs/ over seeds {list(seeds)}, {epochs} epochs")
     return summary

@@ -1,6 +1,7 @@
-"""Part 2 of the study: the README's main command as a user runs it, its winner verified and
-run for the production length, the controls it is read against (the no-VQ reference, the winner
-without its quantizer), the seed's fixes compared, and the quantizer and context searches."""
+"""The study's answer (Part 2 of docs/study.md): the README's main command as a user runs it,
+its winner verified and run for the production length, the controls it is read against (the
+no-VQ reference, the winner without its quantizer), the seed's fixes compared, and the quantizer
+and context searches."""
 
 from __future__ import annotations
 
@@ -18,11 +19,10 @@ import yaml
 from model.io import atomic_write_json, atomic_write_text
 from search.export import read_json, read_jsonl
 from search.runs import TrainRun
-from search.targets import (CALIBRATED_FILE, CALIBRATION_RATIO, SEED, SIGNATURE_CONTEXT_RANK,
-                            SIGNATURE_USAGE, VAL_LOSS_RATIO, Targets, calibrate_from, calibrated, seed_signature)
+from search.targets import (SEED, calibrated)
 
-from search.judge import after_first_epoch, ranked
-from study.common import _final, _items, _run_summary, applicable, pass_counts, _trial_base, _trials_with_rows, first_refresh, plot_runs, run_many
+from search.judge import after_first_epoch
+from study.common import final_value, checklist_items, run_summary, applicable, pass_counts, trial_base, trials_with_rows, first_refresh, plot_runs, run_many
 from study.protocol import (DOCS, FIXES, FIXES_EPOCHS, FIXES_SEEDS, MAIN_NAME, MAIN_SPACE, MAIN_VERIFY_SEEDS,
                             PRODUCTION_CONFIG, PRODUCTION_EPOCHS, PRODUCTION_SEEDS, REFERENCE_CONFIG, REFERENCE_SEEDS,
                             ROOT, RUNS, SEARCHES, command)
@@ -96,11 +96,11 @@ def summarise_search(exp_dir: Path, space_path: str, prefix: str, stage: str, do
     space = yaml.safe_load((exp_dir / "space.yaml").read_text())
     planned = space["budget"]["max_epochs"]
     trials = []
-    for t, rows in _trials_with_rows(exp_dir):
-        trials.append({**_trial_base(t, rows), "passed": items_passed(t.final("score")),
-                       "items": _items(rows, planned, judging.targets),
-                       "val/loss": _final(rows, "val/loss"), "val/loss_reference": _final(rows, "val/loss_reference"),
-                       "rank/context": _final(rows, "rank/context"),
+    for t, rows in trials_with_rows(exp_dir):
+        trials.append({**trial_base(t, rows), "passed": items_passed(t.final("score")),
+                       "items": checklist_items(rows, planned, judging.targets),
+                       "val/loss": final_value(rows, "val/loss"), "val/loss_reference": final_value(rows, "val/loss_reference"),
+                       "rank/context": final_value(rows, "rank/context"),
                        "start": read_json(t.path / "run" / "placement.json").get("start", math.nan),
                        "end": read_json(t.path / "run" / "placement.json").get("end", math.nan)})
     full = [t for t in trials if t["epochs"] >= planned]
@@ -212,8 +212,8 @@ def summarise_production(seeds: tuple[int, ...] = PRODUCTION_SEEDS, config: Path
         run_dir = runs / "production" / f"stable_production-seed{s}"
         rows = read_jsonl(run_dir / "metrics.jsonl")
         status = read_json(run_dir / "status.json").get("status", "missing")
-        entry = _run_summary("stable_production", run_dir.name, TrainRun(run_dir.name, rows=rows, status=status), planned)
-        entry["items"] = {name: _items(rows, planned, t) if rows else {} for name, t in target_sets.items()}
+        entry = run_summary("stable_production", run_dir.name, TrainRun(run_dir.name, rows=rows, status=status), planned)
+        entry["items"] = {name: checklist_items(rows, planned, t) if rows else {} for name, t in target_sets.items()}
         entry["grad_after_epoch1"] = after_first_epoch(rows)
         entry["relational_loss_epoch1"] = rows[0]["loss/relational"] if rows else math.nan
         summary["runs"].append(entry)
@@ -289,7 +289,7 @@ def _no_codebook_budgets(run_dir_of: Callable[[int, int], Path], seeds: tuple[in
             run_dir = run_dir_of(e, s)
             rows = read_jsonl(run_dir / "metrics.jsonl")
             status = read_json(run_dir / "status.json").get("status", "missing")
-            items = applicable(_items(rows, e, targets)) if rows else {}  # no codebook: usage is n/a
+            items = applicable(checklist_items(rows, e, targets)) if rows else {}  # no codebook: usage is n/a
             entries.append({"seed": s, "status": status, "epochs": rows[-1]["epoch"] if rows else 0, "items": items})
         budgets[str(e)] = {"runs": entries, "pass_counts": pass_counts([r["items"] for r in entries])}
     return budgets
@@ -372,9 +372,9 @@ def summarise_fixes(epochs: int = FIXES_EPOCHS, seeds: tuple[int, ...] = FIXES_S
             rows = read_jsonl(run_dir / "metrics.jsonl")
             if rows:
                 per_seed.append({"seed": s, "status": read_json(run_dir / "status.json").get("status", "missing"),
-                                 "epochs": rows[-1]["epoch"], "items": _items(rows, epochs, targets),
+                                 "epochs": rows[-1]["epoch"], "items": checklist_items(rows, epochs, targets),
                                  "first_refresh_epoch": first_refresh(rows),
-                                 **{k: _final(rows, k) for k in ("val/loss", "rank/context", "rank/target",
+                                 **{k: final_value(rows, k) for k in ("val/loss", "rank/context", "rank/target",
                                                                   "codebook/usage", "codes/nmi_colour")}})
         keys = list(per_seed[0]["items"]) if per_seed else []
 
