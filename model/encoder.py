@@ -54,13 +54,16 @@ def packed_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, attention_m
 
 class ObjectEncoder(nn.Module):
     def __init__(self, dim: int, depth: int, heads: int, num_features: int = NUM_FEATURES, layout: str = "packed",
-                 bucket_edges: tuple[int, ...] = BUCKET_EDGES, final_norm: bool = True):
+                 bucket_edges: tuple[int, ...] = BUCKET_EDGES, final_norm: bool = True,
+                 colour_init_std: float | None = None):
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         self.layout, self.bucket_edges = layout, bucket_edges
         self.features = nn.Linear(num_features, dim)
-        self.colour = nn.Embedding(GRID_COLOUR + 1, dim)
+        self.colour = nn.Embedding(GRID_COLOUR + 1, dim)  # N(0, 1) entries unless colour_init_std is given
+        if colour_init_std is not None:
+            nn.init.normal_(self.colour.weight, std=colour_init_std)
         layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=0.0, activation="relu",
                                            batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)

@@ -48,9 +48,10 @@ class JEPA(nn.Module):
     def __init__(self, dim: int, depth: int, heads: int, predictor_hidden: int, aggregator: str,
                  context_length: int, quantizer: nn.Module | None, temperature_init: float,
                  temperature_min: float, temperature_max: float, final_norm: bool = True,
-                 encoder_layout: str = "packed"):
+                 encoder_layout: str = "packed", colour_init_std: float | None = None):
         super().__init__()
-        self.context_encoder = ObjectEncoder(dim, depth, heads, final_norm=final_norm, layout=encoder_layout)
+        self.context_encoder = ObjectEncoder(dim, depth, heads, final_norm=final_norm, layout=encoder_layout,
+                                             colour_init_std=colour_init_std)
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
         self.quantizer = quantizer
         self.aggregator = build_aggregator(aggregator, dim, context_length)

@@ -71,7 +71,7 @@ def build_model(cfg: TrainConfig) -> JEPA:
                                  vq.fsq_levels, seed=cfg.seed) if vq.enabled else None)
     return JEPA(m.dim, m.depth, m.heads, m.predictor_hidden, m.aggregator, cfg.data.context_length,
                 quantizer, loss.temperature_init, loss.temperature_min, loss.temperature_max,
-                final_norm=m.final_norm, encoder_layout=m.encoder_layout)
+                final_norm=m.final_norm, encoder_layout=m.encoder_layout, colour_init_std=m.colour_init_std)
 
 
 def make_optimizer(model: JEPA, lr: float, weight_decay: float) -> torch.optim.AdamW:

@@ -51,7 +51,8 @@ SEED = Targets(usage=0.15, context_rank=10.0, target_rank=20.0, source="seed che
 # rank from its first to its last epoch, target rank likewise, final val loss) and its sixth run's
 # failure (usage from, to; the collapsed context rank's range; the epoch it stopped at, of its plan).
 SEED_NO_VQ = {"context_rank": (12.7, 33.2), "target_rank": (24.7, 43.1), "final_val_loss": 7.75}
-SEED_SIXTH_RUN = {"usage": (0.24, 0.017), "context_rank": (1.36, 1.88), "stopped_at": 22, "planned_epochs": 80}
+SEED_SIXTH_RUN = {"usage": (0.24, 0.017), "context_rank": (1.36, 1.88), "stopped_at": 22, "planned_epochs": 80,
+                  "context_rank_start": 6.4}  # usage first -> last epoch; context rank's range at the end, and at the start
 CALIBRATION_RATIO = 0.8  # the seed's rank bars over its no-VQ run's lowest ranks: 10 / 12.7 and 20 / 24.7, rounded
 VAL_LOSS_RATIO = SEED.final_val_loss / SEED_NO_VQ["final_val_loss"]  # the seed's val-loss bar over its no-VQ final
 # The seed's bars that have no calibrated counterpart (its no-VQ run's gradient norms are not given).

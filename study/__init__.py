@@ -7,6 +7,7 @@ would, through the repository's scripts, configs and spaces.
     study/common.py     what stages share: many training runs, a run's summary, plots
     study/collapse.py   does the collapse happen here? collapse, confirm, calibrate, rankcorr
     study/fix.py        the answer and its controls: main, production, reference, unquantized, fixes, searches
+    study/start.py      the seed's starting state: start
     study/doc.py        docs/study.md from the summaries (imports only what it renders)
     study/stages.py     the stage list (once) and run_stage
 """

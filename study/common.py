@@ -79,7 +79,10 @@ def run_summary(config: str, name: str, run: TrainRun, planned: int, targets: Ta
                         for r in rows]}
 
 
-def plot_runs(runs: list[dict], path: Path, title: str) -> None:
+def plot_runs(runs: list[dict], path: Path, title: str, seed_points: bool = False) -> None:
+    """Per-epoch usage, context and target rank and val loss of `runs`, one colour per config;
+    seed_points: the seed's sixth run beside them (search/targets.py SEED_SIXTH_RUN: usage and
+    context rank at its first epoch and at its last, epoch 22)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,6 +105,13 @@ def plot_runs(runs: list[dict], path: Path, title: str) -> None:
         axes[0].plot([], [], color=colours[c], label=c)
     axes[0].axhline(SIGNATURE_USAGE, color="k", ls=":", lw=1, label=f"signature: usage < {SIGNATURE_USAGE:.0%}")
     axes[1].axhline(SIGNATURE_CONTEXT_RANK, color="k", ls=":", lw=1, label=f"signature: rank < {SIGNATURE_CONTEXT_RANK:g}")
+    if seed_points:
+        from search.targets import SEED_SIXTH_RUN as seed
+
+        last = seed["stopped_at"]
+        axes[0].plot([1, last], list(seed["usage"]), "k*", ms=9, label="the seed's sixth run")
+        axes[1].plot([1, last, last], [seed["context_rank_start"], *seed["context_rank"]], "k*", ms=9,
+                     label="the seed's sixth run")
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
     fig.suptitle(title)

@@ -17,7 +17,8 @@ from search.targets import (GRAD_MAX_MAX, GRAD_MEAN_MAX, SEED, SEED_NO_VQ, SEED_
                             SIGNATURE_CONTEXT_RANK, SIGNATURE_USAGE)
 from model.objects import SHAPE_SIZE
 from search.judge import ITEMS
-from study.protocol import CONFIRM_EPOCHS, CONFIRM_SEEDS, DOCS, MAIN_VERIFY_SEEDS, PRODUCTION_EPOCHS, RANKCORR_GOAL, ROOT
+from study.protocol import (CONFIRM_EPOCHS, CONFIRM_SEEDS, DOCS, MAIN_VERIFY_SEEDS, PRODUCTION_EPOCHS, RANKCORR_GOAL,
+                            ROOT, SHARED_STREAM_COMMIT)
 
 OUT = ROOT / "docs" / "study.md"
 
@@ -59,7 +60,12 @@ def section_question() -> list[str]:
         "and (5) ask whether the codes name anything.", "",
         f"The seed's signature, as tested everywhere below (search/targets.py: seed_signature): at some "
         f"epoch within the first {SIGNATURE_BY_EPOCH}, codebook usage below {SIGNATURE_USAGE:.0%} *and* "
-        f"context rank below {SIGNATURE_CONTEXT_RANK:g}.", ""]
+        f"context rank below {SIGNATURE_CONTEXT_RANK:g}.", "",
+        f"**Read sections 1-15 with section 16.** Their runs were made up to commit {SHARED_STREAM_COMMIT}, when the "
+        "codebook's initial draw repeated the model's own random draws: its rows held copies of the encoder's colour "
+        "embeddings, so every codebook began at one code per colour (section 16 measures it). At a later commit the "
+        "codebook draws on a stream of its own and those stages give other numbers; check out "
+        f"{SHARED_STREAM_COMMIT} to reproduce them as printed. Rerunning them from the new start is open work.", ""]
 
 
 def section_collapse(s: dict | None, heading: str = "## 1. The failure-seeking search", stage: str = "collapse",
@@ -744,6 +750,84 @@ def section_race(s: dict | None) -> list[str]:
     return lines + ["", f"**Answer.** {answer}", ""]
 
 
+def _range(values: list[float], pattern: str = "{:.3g}") -> str:
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not finite:
+        return "n/a"
+    lo, hi = min(finite), max(finite)
+    return _f(lo, pattern) if lo == hi else f"{_f(lo, pattern)}-{_f(hi, pattern)}"
+
+
+def section_start(s: dict | None) -> list[str]:
+    lines = ["# Part 4: from the seed's starting state", "", "## 16. Why the codebook was born at 10 codes, and the "
+             "sixth run from a start like the seed's", ""]
+    if s is None:
+        return lines + not_run("start")
+    anatomy = s["anatomy"]
+    by_config: dict[str, list[dict]] = {}
+    for a in anatomy:
+        by_config.setdefault(a["config"], []).append(a)
+    lines += [f"Command: `{s['command']}`. At initialisation (the model as the trainer builds it for each seed, "
+              "before any step; the val split's context tokens, as the health metrics see them):", "",
+              "| config | seed | colour's share of the tokens' variance | colour embedding norm | projected geometry "
+              "norm | codes nearest to a token, codebook on the model's seed | on its own stream | largest cosine "
+              "codebook-colour embedding, model's seed | own stream |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {a['config']} | {a['seed']} | {_pct(a['colour_r2'])} | {_f(a['colour_embedding_norm'])} | "
+              f"{_f(a['geometry_norm'])} | {a['codes_at_init_shared_stream']} | {a['codes_at_init_own_stream']} | "
+              f"{_f(a['max_cos_colour_shared_stream'], '{:.3f}')} | {_f(a['max_cos_colour_own_stream'], '{:.3f}')} |"
+              for a in anatomy]
+    sixth = by_config.get("sixth_run", [])
+    if sixth:
+        shared = sorted({a["codes_at_init_shared_stream"] for a in sixth})
+        lines += ["", f"**Why 10 codes.** Until this stage the codebook's initial draw used a generator seeded with the "
+                  "run's seed, the number the trainer also gives `torch.manual_seed` before building the model; two "
+                  "generators seeded alike draw the same numbers, so the codebook's rows included exact copies of the "
+                  f"encoder's N(0, 1) colour embeddings (largest cosine {_range([a['max_cos_colour_shared_stream'] for a in sixth], '{:.3f}')}). "
+                  f"Every token began next to the code of its colour: {', '.join(map(str, shared))} codes at "
+                  f"initialisation for {sixth[0]['colours']} colours, the lowest usage and the code-colour NMI of "
+                  "sections 6 and 11. Every run in sections 1-15 was made with that codebook. The codebook now draws on a "
+                  "stream of its own (model/quantizers/_codebook.py: codebook_generator): "
+                  f"{_range([a['codes_at_init_own_stream'] for a in sixth])} codes at initialisation. Colour still "
+                  f"carries {_range([a['colour_r2'] for a in sixth], '{:.0%}')} of the tokens' variance (the colour "
+                  f"embedding's norm {_range([a['colour_embedding_norm'] for a in sixth])} against "
+                  f"{_range([a['geometry_norm'] for a in sixth])} for the projected geometry), and after the first "
+                  "epoch's EMA updates the sixth run uses "
+                  f"{_range([round(r['first']['codebook/usage'] * sixth[0]['num_codes']) for r in s['runs'] if r['config'] == 'sixth_run' and r.get('first')])} "
+                  "codes (table below): about one per colour again, now by the training's own dynamics.", ""]
+    runs = s["runs"]
+    lines += [f"Each config over seeds {s['seeds']} for up to {s['epochs']} epochs (every epoch logged up to where the "
+              "trainer's own patience rule stops a run; its status says where):", "",
+              "| run | status | epochs | usage at epoch 1 | context rank at epoch 1 | lowest usage | usage at the end | "
+              "context rank at the end | target rank at the end | val loss at the end | seed's signature |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        first, final = r.get("first", {}), r["final"]
+        lines.append(f"| {r['name']} | {r['status']} | {r['epochs']} | {_pct(first.get('codebook/usage'))} | "
+                     f"{_f(first.get('rank/context'))} | {_pct(r['min']['codebook/usage'])} | "
+                     f"{_pct(final['codebook/usage'])} | {_f(final['rank/context'])} | {_f(final['rank/target'])} | "
+                     f"{_f(final['val/loss'])} | {'reproduced' if r['signature'].get('reproduced') else 'no'} |")
+    lines += ["", "After each dead-code refresh (every 500 steps, as the seed's): usage the epoch before, at the refresh, "
+              "and at the last epoch before the next one. Do revived codes stay used?", "",
+              "| run | refresh at epoch | usage before | at the refresh | before the next (epoch) |", "|---|---|---|---|---|"]
+    for r in runs:
+        for f in r.get("refreshes", []):
+            lines.append(f"| {r['name']} | {f['epoch']} | {_pct(f['usage_before'])} | {_pct(f['usage_at'])} | "
+                         f"{_pct(f['usage_before_next'])} ({f['until_epoch']}) |")
+    quantized = [r for r in runs if r.get("refreshes")]
+    kept = [f["usage_before_next"] / f["usage_at"] for r in quantized for f in r["refreshes"]
+            if f["usage_at"] and math.isfinite(f["usage_at"]) and math.isfinite(f["usage_before_next"])]
+    reproduced = {}
+    for r in runs:
+        reproduced.setdefault(r["config"], []).append(bool(r["signature"].get("reproduced")))
+    lines += ["", f"Across the refreshes above, the usage just before the next refresh is {_range(kept, '{:.0%}')} of the "
+              "usage right after one. The seed's signature (usage < 5% and context rank < 3 within "
+              f"{CONFIRM_EPOCHS} epochs, search/targets.py) appears in: "
+              + "; ".join(f"{c} {sum(v)}/{len(v)} seeds" for c, v in reproduced.items()) + ".", "",
+              "![start](study/start.png)", "",
+              "The stars are the seed's sixth run (its first and last epoch; search/targets.py SEED_SIXTH_RUN).", ""]
+    return lines
+
+
 def section_vqvae(s: dict | None) -> list[str]:
     lines = ["## 10. A second model whose codebook does collapse: a VQ-VAE on ARC grids", ""]
     if s is None:
@@ -816,6 +900,7 @@ def write_study_doc(docs: Path = DOCS, out: Path = OUT) -> Path:
     lines += section_race(_load("race", docs))
     if (docs / "notes_part3.md").is_file():
         lines += [(docs / "notes_part3.md").read_text().rstrip(), ""]
+    lines += section_start(_load("start", docs))
     lines += section_wall_times(_load("wall_times", docs))
     atomic_write_text(out, "\n".join(lines))
     return out

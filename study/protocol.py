@@ -76,3 +76,12 @@ PATIENCE_RUNS = (("stable_production", 3000), ("stable_production", 3001), ("sta
 # stage `race`: the README's main command with its final race as results/study-race; every finalist
 # then retrained on this many held-out seeds by scripts/verify.py (1000, 1001, ...)
 RACE_NAME, RACE_VERIFY_SEEDS = "study-race", 3
+# stage `start` (Part 4): the sixth run as it is; the sixth run with the colour embedding drawn at GPT-2's
+# and nanoGPT's embedding scale (configs/sixth_run_gpt_init.yaml); the no-VQ diagnostic with the same
+# init, for the seed's full budget over the confirm seeds. (name, config, overrides)
+START_RUNS = (("sixth_run", "sixth_run", ()), ("sixth_run_gpt_init", "sixth_run_gpt_init", ()),
+              ("no-VQ, gpt init", "diagnostic_no_vq", ("model.colour_init_std=0.02",)))
+START_SEEDS, START_EPOCHS = CONFIRM_SEEDS, PRODUCTION_EPOCHS
+# the last commit whose codebook drew its initial rows on the run's bare seed (the model's own stream): the
+# stages of Parts 1-3 ran there (docs/study.md says so at its top)
+SHARED_STREAM_COMMIT = "fce11f1"

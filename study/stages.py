@@ -13,7 +13,7 @@ from typing import Callable
 
 from model.io import atomic_write_json
 from search.export import read_json
-from study import ladder, collapse, fix, patience, race, vqvae
+from study import collapse, fix, ladder, patience, race, start, vqvae
 from study.doc import write_study_doc
 from study.protocol import DOCS
 
@@ -41,6 +41,7 @@ STAGES = (
     Stage("distance", ladder.stage_distance, "the production config over its full epochs, variants; the chosen one on held-out seeds"),
     Stage("race", race.stage_race, "the main command's final race: the single-seed winner against the race's, on fresh seeds"),
     Stage("patience", patience.stage_patience, "the patience rule replayed on 80-epoch runs with early stopping off"),
+    Stage("start", start.stage_start, "the codebook at initialisation; the sixth run from the seed's starting state, 80 epochs"),
     Stage("vqvae", vqvae.stage_vqvae, "the VQ-VAE (trainer contract): its default config against its search's winner"),
     Stage("doc", None, "docs/study.md from docs/study/*.json (every stage ends with it)"),
 )

@@ -152,3 +152,28 @@ def test_uniform_init_is_the_reference_vqvae_range_and_reproducible():
     assert torch.equal(book, initial_codebook(K, D, "uniform", seed=3))
     q = make("ema", init="uniform")
     assert torch.equal(q.codebook, initial_codebook(K, D, "uniform", seed=0))
+
+
+@pytest.mark.parametrize("kind,init", [("ema", "random"), ("ema", "uniform"), ("gradient", "random"), ("gumbel", "random")])
+def test_the_codebook_draws_on_a_stream_of_its_own(kind, init):
+    """The trainer seeds the model's parameters with torch.manual_seed(seed) and builds the
+    quantizer with the same seed. The codebook must not repeat those draws: with a generator
+    seeded by the bare seed, its rows held exact copies of the encoder's colour embeddings
+    (cosine 1.0), and every token started at the code of its colour (10 codes used)."""
+    from model.config import load_config
+    from model.train import build_model
+    from tests.conftest import ROOT
+
+    for seed in (0, 1, 7):
+        cfg = load_config(ROOT / "configs" / "sixth_run.yaml", [f"seed={seed}", f"vq.kind={kind}", f"vq.init={init}"])
+        torch.manual_seed(cfg.seed)  # as model/train.py's start_run
+        model = build_model(cfg)
+        codes = torch.nn.functional.normalize(model.quantizer.codebook_tensor().detach() if kind != "gumbel"
+                                              else model.quantizer.codebook.detach(), dim=1)
+        for name, parameter in model.named_parameters():
+            if "codebook" not in name and parameter.dim() == 2 and parameter.shape[1] == codes.shape[1]:
+                cos = torch.nn.functional.normalize(parameter.detach(), dim=1) @ codes.T
+                assert cos.abs().max() < 0.9, f"seed {seed}: the codebook repeats rows of {name}"
+        torch.manual_seed(cfg.seed)
+        again = build_model(cfg).quantizer.state_dict()
+        assert all(torch.equal(v, model.quantizer.state_dict()[k]) for k, v in again.items()), "same seed, same codebook"

@@ -313,3 +313,46 @@ def test_the_distance_stage_runs_the_chosen_variant_on_held_out_seeds(tmp_path):
     ladder.stage_distance(workers=2, seeds=(0,), held_out=(1,), variants=variants, docs=docs, runs=runs, epochs=2,
                           overrides=TINY)
     assert (runs / "distance" / "lr-seed0" / "status.json").stat().st_mtime_ns == stamp
+
+
+def test_colour_share_and_refresh_bookkeeping_on_hand_computed_values():
+    """study/start.py: colour_r2 is one-way ANOVA's R^2; refreshes reads usage around each refresh."""
+    import torch
+
+    from study.start import colour_r2, refreshes
+
+    # two colours, 1-D tokens: colour 0 at 0 and 2 (mean 1), colour 1 at 10 and 12 (mean 11); grand mean 6
+    # total SS = (0-6)^2 + (2-6)^2 + (10-6)^2 + (12-6)^2 = 36 + 16 + 16 + 36 = 104; within SS = 4 x 1 = 4
+    tokens = torch.tensor([[0.0], [2.0], [10.0], [12.0]])
+    assert colour_r2(tokens, torch.tensor([0, 0, 1, 1])) == pytest.approx(1 - 4 / 104)
+    rows = [{"epoch": e, "codebook/usage": u, "codebook/refreshed": r}
+            for e, u, r in [(1, 0.04, 0), (2, 0.5, 100), (3, 0.3, 0), (4, 0.2, 0), (5, 0.6, 90), (6, 0.4, 0)]]
+    assert refreshes(rows) == [
+        {"epoch": 2, "refreshed": 100, "usage_before": 0.04, "usage_at": 0.5, "usage_next_epoch": 0.3,
+         "usage_before_next": 0.2, "until_epoch": 4},
+        {"epoch": 5, "refreshed": 90, "usage_before": 0.2, "usage_at": 0.6, "usage_next_epoch": 0.4,
+         "usage_before_next": 0.4, "until_epoch": 6}]
+
+
+@pytest.mark.slow
+def test_the_start_stage_finds_the_codebook_copied_from_the_colour_embeddings(tmp_path):
+    """study/start.py on a tiny budget: the anatomy shows the old shared stream's codebook holding
+    the colour embeddings (cosine 1, one code per colour) and the own stream's not; every run of
+    START_RUNS trains; the document renders its section."""
+    from study.doc import section_start
+    from study.start import stage_start
+
+    docs, runs = tmp_path / "docs", tmp_path / "runs"
+    summary = stage_start(workers=2, seeds=(0,), epochs=2, overrides=TINY, docs=docs, runs=runs)
+    sixth = [a for a in summary["anatomy"] if a["config"] == "sixth_run"]
+    assert len(sixth) == 1 and sixth[0]["max_cos_colour_shared_stream"] == pytest.approx(1.0, abs=1e-5)
+    assert sixth[0]["codes_at_init_shared_stream"] == sixth[0]["colours"]
+    assert sixth[0]["max_cos_colour_own_stream"] < 0.9 and sixth[0]["codes_at_init_own_stream"] > sixth[0]["colours"]
+    gpt = [a for a in summary["anatomy"] if a["config"] == "sixth_run_gpt_init"]
+    assert gpt and gpt[0]["colour_r2"] < sixth[0]["colour_r2"] and gpt[0]["colour_embedding_norm"] < 1
+    assert [r["name"] for r in summary["runs"]] == ["sixth_run-seed0", "sixth_run_gpt_init-seed0", "no-VQ_gpt_init-seed0"]
+    assert all(r["epochs"] == 2 for r in summary["runs"])
+    assert summary["runs"][0]["refreshes"], "refresh_interval=4: a refresh within the first epochs"
+    assert not summary["runs"][2]["refreshes"], "no codebook, no refresh"
+    text = "\n".join(section_start(json.loads((docs / "start.json").read_text())))
+    assert "**Why 10 codes.**" in text and "![start](study/start.png)" in text and (docs / "start.png").is_file()

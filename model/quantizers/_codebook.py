@@ -15,9 +15,22 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def codebook_generator(seed: int) -> torch.Generator:
+    """The generator of the codebook's initial draws: a stream of its own, seeded by a hash of
+    ("codebook", seed). The trainer seeds the model's parameters with torch.manual_seed(seed), and
+    two generators seeded with the same number draw the same numbers: with the codebook on that
+    seed too, its rows included exact copies of the encoder's N(0, 1) colour embeddings, so every
+    token started next to the code of its colour (10 codes used at initialisation, code-colour
+    NMI 1.0; tests/test_quantizers.py, docs/study.md)."""
+    digest = hashlib.sha256(f"codebook:{seed}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
 def initial_codebook(num_codes: int, dim: int, init: str, seed: int) -> torch.Tensor:
@@ -26,7 +39,7 @@ def initial_codebook(num_codes: int, dim: int, init: str, seed: int) -> torch.Te
     reference VQ-VAE initialisation (van den Oord et al. 2017's released code and its common
     PyTorch ports: `embedding.weight.data.uniform_(-1/K, 1/K)`), codes near the origin, far
     smaller than the tokens, so the nearest code is the one with the largest z.e_i."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = codebook_generator(seed)
     if init == "uniform":
         return (torch.rand(num_codes, dim, generator=generator) * 2 - 1) / num_codes
     return torch.randn(num_codes, dim, generator=generator)

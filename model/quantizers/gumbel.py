@@ -21,6 +21,7 @@ import math
 import torch
 from torch import nn
 
+from model.quantizers._codebook import codebook_generator
 from model.quantizers.output import QuantizerOutput
 
 
@@ -32,7 +33,8 @@ class GumbelQuantizer(nn.Module):
         self.num_codes, self.kl_weight = num_codes, kl_weight
         self.temperature_start, self.temperature_min, self.anneal_rate = temperature_start, temperature_min, anneal_rate
         self.to_logits = nn.Linear(dim, num_codes)
-        self.codebook = nn.Parameter(torch.randn(num_codes, dim, generator=torch.Generator().manual_seed(seed)))
+        # the codebook's own stream, not the model's (_codebook.py: codebook_generator)
+        self.codebook = nn.Parameter(torch.randn(num_codes, dim, generator=codebook_generator(seed)))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)  # Gumbel noise (on the CPU; _noise_generator)
