@@ -1,5 +1,6 @@
 """What a training run writes as it goes, in one place: metrics.jsonl, the TensorBoard run, the
-console line and timing.json.
+console line and timing.json. Every trainer's run writes through it: the JEPA's (model/train.py)
+and a contract trainer's (search/contract.py: Run, with no console line of its own).
 
     run_dir/metrics.jsonl   one JSON line per epoch (rewritten from the checkpoint's history on a
                             resume, so no epoch is logged twice)
@@ -35,8 +36,12 @@ def format_line(m: dict, epochs: int) -> str:
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, epochs: int, history: list[dict], log: Callable[[str], None] = print):
-        self.run_dir, self.epochs, self.log = Path(run_dir), epochs, log
+    """line(metrics, epochs): an epoch's console line (format_line: the JEPA's), printed by `log`;
+    None: no console line (a contract trainer's epochs are shown by whoever receives them)."""
+
+    def __init__(self, run_dir: Path, epochs: int, history: list[dict], log: Callable[[str], None] = print,
+                 line: Callable[[dict, int], str] | None = format_line):
+        self.run_dir, self.epochs, self.log, self.line = Path(run_dir), epochs, log, line
         self.timing = {"called": time.time()}
         self.first_epoch = len(history) + 1  # the first epoch this process runs: timing.json after it
         self.writer = None
@@ -72,7 +77,8 @@ class RunLog:
             if key != "epoch" and math.isfinite(value):
                 self.writer.add_scalar(key, value, metrics["epoch"])
         self.writer.flush()
-        self.log(format_line(metrics, self.epochs))
+        if self.line is not None:
+            self.log(self.line(metrics, self.epochs))
 
     def close(self) -> None:
         if self.writer is not None:

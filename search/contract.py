@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import math
 import numbers
 import re
@@ -51,7 +50,8 @@ from pathlib import Path
 from typing import Callable
 
 from model.config import ConfigError
-from model.io import atomic_write_json, atomic_write_text
+from model.io import atomic_write_json
+from model.runlog import RunLog
 
 # The metrics the checklist and the score read (search/judge.py, search/score.py), all numbers.
 CHECKLIST_METRICS = ("codebook/usage", "rank/context", "rank/target", "val/loss", "val/loss_reference",
@@ -128,12 +128,12 @@ def checked(metrics: dict, trainer: str) -> dict[str, float]:
 
 
 class Run:
-    """What a trainer gets besides its config. Each report is numbered, checked, appended to
-    dir/metrics.jsonl (kept by the run: a restored run rewrites it to the restored epochs),
-    scored by `score(history)` (the search's: its score and checklist values), written with those
-    scalars to the run's TensorBoard run (dir/tb), and then handed on by `send(row, checkpoint,
-    final)` (the search's: tune.report; scripts/train.py's: keep the checkpoint, print a line),
-    last, since Ray may end a stopped trial's thread there."""
+    """What a trainer gets besides its config. Each report is numbered, checked, logged by the
+    run log every trainer writes through (model/runlog.py: RunLog; dir/metrics.jsonl, a restored
+    run's rewritten to the restored epochs, and the TensorBoard run dir/tb) with the scalars of
+    `score(history)` (the search's: its score and checklist values), and then handed on by
+    `send(row, checkpoint, final)` (the search's: tune.report; scripts/train.py's: keep the
+    checkpoint, print a line), last, since Ray may end a stopped trial's thread there."""
 
     def __init__(self, trainer: str, epochs: int, seed: int, dir: Path, restored: Path | None = None,
                  history: list[dict] | None = None, score: Callable[[list[dict]], dict[str, float]] | None = None,
@@ -142,8 +142,7 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.history = list(history or [])
         self._score, self._send = score, send
-        atomic_write_text(self.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
-        self._writer = None
+        self._log = RunLog(self.dir, epochs, self.history, line=None)  # rewrites metrics.jsonl to the history
 
     def report(self, metrics: dict, checkpoint: Path | None = None) -> None:
         row = {**checked(metrics, self.trainer), "epoch": len(self.history) + 1}
@@ -152,28 +151,16 @@ class Run:
         if not_finite := diverged_keys(row):
             raise Diverged(row["epoch"], not_finite)
         self.history.append(row)
-        with open(self.dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        self._tensorboard(row, self._score(self.history) if self._score else {})
+        if self._log.writer is None:
+            self._log.open_tensorboard()
+        self._log.epoch(row, (lambda: self._score(self.history)) if self._score else None)
         if self._send is not None:
             self._send(row, Path(checkpoint) if checkpoint else None, row["epoch"] >= self.epochs)
-
-    def _tensorboard(self, row: dict, extra: dict[str, float]) -> None:
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.dir / "tb"), purge_step=row["epoch"])
-        for key, value in {**row, **extra}.items():
-            if key != "epoch" and math.isfinite(value):
-                self._writer.add_scalar(key, value, row["epoch"])
-        self._writer.flush()
 
     def close(self, diverged: bool = False) -> str:
         """Close the TensorBoard writer, write status.json; returns the status: diverged, completed
         (the budget ran out) or early_stopped (the trainer returned before it)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._log.close()
         status = "diverged" if diverged else "completed" if len(self.history) >= self.epochs else "early_stopped"
         atomic_write_json(self.dir / "status.json", {"status": status, "epochs": len(self.history)})
         return status
