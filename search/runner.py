@@ -76,6 +76,7 @@ from model.io import atomic_write_json, atomic_write_text
 from search import race, versions
 from search.contract import trainer_error_in
 from search.export import RACE_OUTCOME_FILE, export_best
+from search.judge import sign
 from search.optuna_search import BudgetedSearch, PruningAwareOptunaSearch, ReconcileAfterRestore, SamplerFactory
 from search.race import RACE_DIR, RACE_KEY
 from search.space import DefineByRun, Final, LoadedSpace
@@ -351,7 +352,7 @@ class BestSoFar(Callback):
     trials.csv whenever a trial ends, so an interrupted search still has its best so far."""
 
     def __init__(self, exp_dir: Path, mode: str):
-        self.exp_dir, self.sign = exp_dir, 1 if mode == "max" else -1
+        self.exp_dir, self.sign = exp_dir, sign(mode)
         self.best = -math.inf
 
     def _export(self) -> None:
@@ -382,8 +383,8 @@ def progress_line(trials: list[dict], num_samples: int, elapsed_s: float, mode: 
     running = sum(t["status"] == "RUNNING" for t in trials)
     epochs = sum(int(t.get("epoch") or 0) for t in trials)
     scored = [t for t in trials if isinstance(t.get("score"), (int, float)) and math.isfinite(t["score"])]
-    sign = 1 if mode == "max" else -1
-    best = max(scored, key=lambda t: sign * t["score"], default=None)
+    better = sign(mode)
+    best = max(scored, key=lambda t: better * t["score"], default=None)
     text = f"Progress: {ended}/{num_samples} trials ended, {running} running | {epochs} trial-epochs"
     if best is not None:
         text += f" | best score {best['score']:.5f} (trial {best['trial_id']})"
