@@ -754,8 +754,8 @@ def _range(values: list[float], pattern: str = "{:.3g}") -> str:
     finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not finite:
         return "n/a"
-    lo, hi = min(finite), max(finite)
-    return _f(lo, pattern) if lo == hi else f"{_f(lo, pattern)}-{_f(hi, pattern)}"
+    lo, hi = _f(min(finite), pattern), _f(max(finite), pattern)
+    return lo if lo == hi else f"{lo}-{hi}"
 
 
 def section_start(s: dict | None) -> list[str]:
