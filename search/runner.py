@@ -457,6 +457,17 @@ def check_resources(ray, opts: SearchOptions, source: str) -> None:
         raise ConfigError(f"{source}: resources.gpu: {opts.gpu} GPU per trial, but the cluster has no GPU")
 
 
+def quiet_exit_while_stopping(unraisable) -> None:
+    """sys.unraisablehook of a trial's worker process. Ray's SIGTERM handler (the worker stopped on
+    Ctrl-C) raises SystemExit wherever the process is; inside a weakref callback or a __del__ Python
+    can only print it, "Exception ignored in ..." with a traceback, on the search's console.
+    Those exits are dropped (the process is ending anyway); any other unraisable exception goes to
+    Python's default hook."""
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def trial_worker_class(fn) -> type:
     """The function trainable as Ray Tune wraps it (wrap_function), named TrialWorker, with a repr
     naming its trial, and keeping a record of its process that it hands each trial (under
@@ -471,6 +482,7 @@ def trial_worker_class(fn) -> type:
     class TrialWorker(wrap_function(fn)):  # wrap_function keeps fn's resources (tune.with_resources)
         def setup(self, config):
             self._worker = {"assigned": psutil.Process().create_time(), "trials": 1}
+            sys.unraisablehook = quiet_exit_while_stopping  # this worker process's, for its lifetime
             super().setup(config)
 
         def reset_config(self, new_config):

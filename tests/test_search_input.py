@@ -57,3 +57,33 @@ def test_resources_beyond_the_cluster_are_refused(tmp_path):
     assert proc.returncode == 2
     assert "64.0 CPUs per trial, but the cluster has" in proc.stderr and "Traceback" not in proc.stderr
     assert not storage.exists()
+
+
+def test_a_trial_worker_drops_only_the_exits_of_its_own_stopping(capsys):
+    """search/runner.py: quiet_exit_while_stopping, a worker's sys.unraisablehook: a SystemExit
+    raised where Python cannot propagate it (here a __del__, as Ray's SIGTERM handler inside a
+    weakref callback) prints nothing; any other unraisable exception is printed as Python's
+    default hook prints it."""
+    import sys
+
+    from search.runner import quiet_exit_while_stopping
+
+    class Exits:
+        def __del__(self):
+            raise SystemExit(1)
+
+    class Fails:
+        def __del__(self):
+            raise ValueError("kept")
+
+    before = sys.unraisablehook
+    sys.unraisablehook = quiet_exit_while_stopping
+    try:
+        gone = Exits()
+        del gone
+        assert capsys.readouterr().err == ""
+        gone = Fails()
+        del gone
+        assert "ValueError: kept" in capsys.readouterr().err
+    finally:
+        sys.unraisablehook = before
