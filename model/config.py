@@ -100,8 +100,8 @@ class ModelConfig(_Section):
     colour_init_std: float | None = Field(
         default=None, gt=0.0, le=10.0,
         description="Initial std of the encoder's colour embedding (model/encoder.py). null: PyTorch's "
-        "nn.Embedding default, N(0, 1) entries, which make colour 87% of the tokens' variance at "
-        "initialisation (docs/study.md: the codebook's starting state); 0.02: GPT-2's and nanoGPT's "
+        "nn.Embedding default, N(0, 1) entries, which make colour most of the tokens' variance at "
+        "initialisation (docs/study.md, section 16); 0.02: GPT-2's and nanoGPT's "
         "embedding init, under which a token's geometry dominates.")
     ema_momentum_start: float = Field(
         default=0.996, ge=0.0, lt=1.0,

@@ -156,11 +156,15 @@ def trial_table(trials: list[dict], metric_columns: dict[str, str], param_column
     rows = [[_cell(t["trial_id"]), _cell(t["status"]), *(_cell(t["result"].get(k)) for k in metrics)] for t in shown]
     table, left_out = _render(headers, rows), []
     for key, name in param_columns.items():
-        wider = _render(headers + [name], [r + [_cell(t["config"].get(key))] for r, t in zip(rows, shown)])
-        if len(wider[0]) > width or left_out:  # the space's order: once one does not fit, the rest follow it
+        if left_out:  # the space's order: once one does not fit, the rest follow it
             left_out.append(name)
             continue
-        headers, rows, table = headers + [name], [r + [_cell(t["config"].get(key))] for r, t in zip(rows, shown)], wider
+        wider_rows = [r + [_cell(t["config"].get(key))] for r, t in zip(rows, shown)]
+        wider = _render(headers + [name], wider_rows)
+        if len(wider[0]) > width:
+            left_out.append(name)
+            continue
+        headers, rows, table = headers + [name], wider_rows, wider
     if hidden:
         counts = {s: sum(t["status"] == s for t in hidden) for s in order if any(t["status"] == s for t in hidden)}
         table.append(f"... {len(hidden)} more trials not shown ({', '.join(f'{n} {s}' for s, n in counts.items())})")

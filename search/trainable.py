@@ -59,10 +59,8 @@ class TrialScorer:
         self.better = sign(objective.mode)
         self.best = -self.better * math.inf
         self.latest: dict[str, float] = {}
-        self.history: list[dict] = []  # the history the latest score was computed from
 
     def __call__(self, history: list[dict]) -> dict[str, float]:
-        self.history = list(history)
         score = objective_score(history, self.epochs, self.objective)
         self.best = max(self.best, score) if self.better > 0 else min(self.best, score)
         items = checklist(history, self.epochs, self.targets)
@@ -73,15 +71,14 @@ class TrialScorer:
                        "checklist/can_pass": float(can_still_pass(items))}
         return {**self.latest, **values}
 
-    def report(self, metrics: dict, checkpoint_dir: Path | None, final: bool) -> None:
-        """tune.report of the epoch with the score computed for it, and its checkpoint. The
-        checkpoint's metadata names the epoch it belongs to and carries the history up to it: a
-        contract trial restored on another node (a lost node, a resume elsewhere) finds no
-        metrics.jsonl of its own there, and resumes its history from the checkpoint."""
+    def report(self, metrics: dict, checkpoint_dir: Path | None, final: bool, history: list[dict] | None = None) -> None:
+        """tune.report of the epoch with the score computed for it, and its checkpoint, whose
+        metadata names the epoch it belongs to and, given `history` (a contract trial's; the JEPA's
+        checkpoint holds its own), the history up to it: a contract trial restored on another node
+        (a lost node, a resume elsewhere) finds no metrics.jsonl of its own there."""
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         if checkpoint is not None:
-            epoch = metrics["epoch"]
-            checkpoint.set_metadata({"epoch": epoch, "history": [r for r in self.history if r["epoch"] <= epoch]})
+            checkpoint.set_metadata({"epoch": metrics["epoch"], **({"history": history} if history is not None else {})})
         tune.report({**metrics, **self.latest, "trial/finished": float(final), "trial/diverged": 0.0},
                     checkpoint=checkpoint)
 
@@ -119,9 +116,9 @@ def run_trial(config: dict, *, space: LoadedSpace, epochs: int, num_threads: int
     _checkpoint_lines_to_file(run_dir / "checkpoints.log")
     scorer = TrialScorer(space.space.objective, epochs)
 
-    def reported(metrics: dict, checkpoint_dir: Path | None, final: bool) -> None:
+    def reported(metrics: dict, checkpoint_dir: Path | None, final: bool, history: list[dict] | None = None) -> None:
         atomic_write_json(run_dir / "placement.json", {**placement, "end": time.time()})  # time of the latest report
-        scorer.report(metrics, checkpoint_dir, final)
+        scorer.report(metrics, checkpoint_dir, final, history)
 
     # The working checkpoint lives outside the trial folder, which Ray syncs to storage while the
     # trainer writes; Ray keeps the reported checkpoints (checkpoint_0000NN) there itself.
@@ -192,7 +189,9 @@ def _train_contract(config: dict, space: LoadedSpace, epochs: int, trial_id: str
     # the checkpoint's own history (older checkpoints have none: this node's metrics.jsonl)
     history = metadata.get("history") or read_jsonl(run_dir / "metrics.jsonl")[:kept]
 
-    run = Run(space.trainer, epochs, seed, run_dir, restored, history, score=scorer, send=reported)
+    # each report's checkpoint carries the run's history so far (Run.report appends before it sends)
+    run = Run(space.trainer, epochs, seed, run_dir, restored, history, score=scorer,
+              send=lambda row, checkpoint_dir, final: reported(row, checkpoint_dir, final, run.history))
     diverged = None
     try:
         trainer(nested, run)

@@ -51,6 +51,7 @@ def anatomy(config: str, seed: int, overrides: tuple[str, ...] = ()) -> dict:
     build_model), before any step, on the val split's context tokens (as evaluate sees them)."""
     from model.config import load_config
     from model.data import iterate_batches, load_arc_data, make_examples
+    from model.quantizers._codebook import initial_codebook
     from model.train import build_model
 
     cfg = load_config(ROOT / "configs" / f"{config}.yaml", [f"seed={seed}", *overrides])
@@ -70,11 +71,8 @@ def anatomy(config: str, seed: int, overrides: tuple[str, ...] = ()) -> dict:
     z, c = torch.cat(tokens), torch.cat(colours)
     own = model.quantizer.codebook_tensor().detach()
     # the codebook as the code before codebook_generator drew it: on a generator seeded with the bare seed
-    shared_generator = torch.Generator().manual_seed(cfg.seed)
-    if cfg.vq.init == "uniform":
-        shared = (torch.rand(own.shape, generator=shared_generator) * 2 - 1) / own.shape[0]
-    else:
-        shared = torch.randn(own.shape, generator=shared_generator)
+    shared = initial_codebook(own.shape[0], own.shape[1], cfg.vq.init, cfg.seed,
+                              generator=torch.Generator().manual_seed(cfg.seed))
     table = encoder.colour.weight.detach()
     return {"config": config, "seed": seed, "overrides": list(overrides), "tokens": int(z.shape[0]),
             "colours": int(c.unique().numel()), "num_codes": int(own.shape[0]),

@@ -33,13 +33,15 @@ def codebook_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
-def initial_codebook(num_codes: int, dim: int, init: str, seed: int) -> torch.Tensor:
+def initial_codebook(num_codes: int, dim: int, init: str, seed: int,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
     """[K, D] starting codes. "random" (and "kmeans", overwritten on the first batch): N(0, 1)
     entries, norm ~sqrt(D), the scale of LayerNorm'd tokens. "uniform": U(-1/K, 1/K) entries, the
     reference VQ-VAE initialisation (van den Oord et al. 2017's released code and its common
     PyTorch ports: `embedding.weight.data.uniform_(-1/K, 1/K)`), codes near the origin, far
-    smaller than the tokens, so the nearest code is the one with the largest z.e_i."""
-    generator = codebook_generator(seed)
+    smaller than the tokens, so the nearest code is the one with the largest z.e_i. Drawn from
+    codebook_generator(seed) unless `generator` is given (the study replays the old shared stream)."""
+    generator = generator if generator is not None else codebook_generator(seed)
     if init == "uniform":
         return (torch.rand(num_codes, dim, generator=generator) * 2 - 1) / num_codes
     return torch.randn(num_codes, dim, generator=generator)
