@@ -120,11 +120,12 @@ class ModelConfig(_Section):
 
 class VQConfig(_Section):
     enabled: bool = Field(default=True, description="false: no bottleneck (the seed's no-VQ diagnostic).")
-    kind: Literal["ema", "gradient", "gumbel", "fsq"] = Field(
+    kind: str = Field(
         default="ema",
-        description="Quantizer (model/quantizers/): ema = EMA codebook (VQ-VAE, the seed's); gradient = "
-        "codebook learned by gradient (seed option C, ema_decay: null); gumbel = Gumbel-softmax "
-        "(option D); fsq = finite scalar quantization (implicit codebook).")
+        description="Quantizer (model/quantizers/, one of its KINDS): ema = EMA codebook (VQ-VAE, the seed's); "
+        "gradient = codebook learned by gradient (seed option C, ema_decay: null); gumbel = Gumbel-softmax "
+        "(option D); fsq = finite scalar quantization (implicit codebook). Each takes the options below "
+        "that its own Config declares (model/quantizers/__init__.py: options_of).")
     num_codes: int = Field(default=256, ge=2, le=65536,
                            description="Codebook size K (ema, gradient, gumbel; fsq: product of fsq_levels).")
     commitment_cost: float = Field(default=0.3, ge=0.0,
@@ -160,6 +161,10 @@ class VQConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> "VQConfig":
+        from model.quantizers import KINDS
+
+        if self.kind not in KINDS:
+            raise ValueError(f"kind: {self.kind!r} is not a quantizer (known: {', '.join(KINDS)})")
         if self.ema_decay is None and self.kind == "ema":
             raise ValueError("ema_decay: null means no EMA (the seed's option C): set kind: gradient")
         if self.kind in ("gumbel", "fsq"):

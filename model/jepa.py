@@ -44,21 +44,37 @@ class JEPAOutput:
     vq_loss: torch.Tensor  # scalar (0 without VQ)
 
 
+@dataclass(frozen=True)
+class JEPAConfig:
+    """The model's shape (a training config's `model:` section, model/config.py, documents each)."""
+
+    dim: int  # D, the width of tokens, grid embeddings and codes
+    depth: int  # transformer layers of the object encoder
+    heads: int  # attention heads per layer
+    predictor_hidden: int  # hidden width of the predictor's MLP
+    aggregator: str  # how the k context grids are pooled (model/aggregators.py)
+    context_length: int  # k, context grids per example
+    temperature_init: float  # InfoNCE temperature at step 0, clamped into [min, max]
+    temperature_min: float
+    temperature_max: float
+    final_norm: bool = True  # LayerNorm after the encoder's last layer
+    encoder_layout: str = "packed"  # packed | padded tokens (model/encoder.py)
+    colour_init_std: float | None = None  # std of the colour embeddings at init (None: N(0, 1))
+
+
 class JEPA(nn.Module):
-    def __init__(self, dim: int, depth: int, heads: int, predictor_hidden: int, aggregator: str,
-                 context_length: int, quantizer: nn.Module | None, temperature_init: float,
-                 temperature_min: float, temperature_max: float, final_norm: bool = True,
-                 encoder_layout: str = "packed", colour_init_std: float | None = None):
+    def __init__(self, config: JEPAConfig, quantizer: nn.Module | None):
         super().__init__()
-        self.context_encoder = ObjectEncoder(dim, depth, heads, final_norm=final_norm, layout=encoder_layout,
-                                             colour_init_std=colour_init_std)
+        c = config
+        self.context_encoder = ObjectEncoder(c.dim, c.depth, c.heads, final_norm=c.final_norm, layout=c.encoder_layout,
+                                             colour_init_std=c.colour_init_std)
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
         self.quantizer = quantizer
-        self.aggregator = build_aggregator(aggregator, dim, context_length)
-        self.predictor = nn.Sequential(nn.Linear(dim, predictor_hidden), nn.GELU(),
-                                       nn.Linear(predictor_hidden, dim))
-        self.temperature_min, self.temperature_max = temperature_min, temperature_max
-        init = min(max(temperature_init, temperature_min), temperature_max)
+        self.aggregator = build_aggregator(c.aggregator, c.dim, c.context_length)
+        self.predictor = nn.Sequential(nn.Linear(c.dim, c.predictor_hidden), nn.GELU(),
+                                       nn.Linear(c.predictor_hidden, c.dim))
+        self.temperature_min, self.temperature_max = c.temperature_min, c.temperature_max
+        init = min(max(c.temperature_init, c.temperature_min), c.temperature_max)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(init)))
 
     def temperature(self) -> torch.Tensor:

@@ -42,10 +42,12 @@ from model.data import ArcData, iterate_batches, load_arc_data, make_examples
 from model.early_stopping import patience_step
 from model.evaluation import evaluate
 from model.io import atomic_path, atomic_write_json
-from model.jepa import JEPA, LossWeights, jepa_loss
-from model.quantizers import build_quantizer
+from model.jepa import JEPA, JEPAConfig, LossWeights, jepa_loss
+from model.quantizers import build_quantizer, options_of
 from model.runlog import RunLog
 
+# Every epoch's metrics, in the order metrics.jsonl lists them (a metric computed below and not
+# named here is logged after these, never dropped; search/metrics.py says which the search judges).
 METRIC_KEYS = (
     "epoch", "step", "train/loss", "train/lr", "val/loss", "val/loss_reference", "loss/infonce", "loss/sigreg", "loss/relational",
     "loss/vq", "codebook/usage", "codebook/perplexity", "codebook/refreshed", "rank/context",
@@ -64,14 +66,12 @@ ExtraScalars = Callable[[list[dict], bool], dict[str, float]]  # (history so far
 
 def build_model(cfg: TrainConfig) -> JEPA:
     m, vq, loss = cfg.model, cfg.vq, cfg.loss
-    gumbel = {"temperature_start": vq.gumbel_temperature_start, "temperature_min": vq.gumbel_temperature_min,
-              "anneal_rate": vq.gumbel_anneal_rate, "kl_weight": vq.gumbel_kl_weight}
-    quantizer = (build_quantizer(vq.kind, m.dim, vq.num_codes, vq.commitment_cost, vq.ema_decay, vq.epsilon,
-                                 vq.refresh_usage_threshold, vq.init, vq.cosine, vq.estimator, gumbel,
-                                 vq.fsq_levels, seed=cfg.seed) if vq.enabled else None)
-    return JEPA(m.dim, m.depth, m.heads, m.predictor_hidden, m.aggregator, cfg.data.context_length,
-                quantizer, loss.temperature_init, loss.temperature_min, loss.temperature_max,
-                final_norm=m.final_norm, encoder_layout=m.encoder_layout, colour_init_std=m.colour_init_std)
+    quantizer = build_quantizer(vq.kind, m.dim, cfg.seed, **options_of(vq.kind, vq)) if vq.enabled else None
+    return JEPA(JEPAConfig(dim=m.dim, depth=m.depth, heads=m.heads, predictor_hidden=m.predictor_hidden,
+                           aggregator=m.aggregator, context_length=cfg.data.context_length,
+                           temperature_init=loss.temperature_init, temperature_min=loss.temperature_min,
+                           temperature_max=loss.temperature_max, final_norm=m.final_norm,
+                           encoder_layout=m.encoder_layout, colour_init_std=m.colour_init_std), quantizer)
 
 
 def make_optimizer(model: JEPA, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -329,7 +329,7 @@ def train_epoch(run: TrainingRun, log: Callable[[str], None] = print) -> dict | 
     metrics["time/eval_s"] = metrics["time/epoch_s"] - train_s
     if not math.isfinite(metrics["val/loss"]):
         return _diverged(run, f"diverged at epoch {epoch}: val/loss={metrics['val/loss']}", log)
-    return {k: metrics[k] for k in METRIC_KEYS}
+    return {**{k: metrics[k] for k in METRIC_KEYS}, **metrics}  # METRIC_KEYS' order first; nothing dropped
 
 
 def _diverged(run: TrainingRun, why: str, log: Callable[[str], None]) -> None:

@@ -17,10 +17,11 @@ start from this baseline), which `python scripts/study.py vqvae` measures before
 
 Per epoch it reports, on the val grids (tasks held out by model/data.py's split):
 `val/loss` (reconstruction cross-entropy per cell), `val/accuracy` (cells decoded to their
-colour), `codebook/usage` and `codebook/perplexity` (of the val cells' codes), `rank/context` (the
+colour), `codebook/usage` and `codebook/perplexity` (of the val cells' codes), `rank/encoder` (the
 effective rank of the encoder's outputs z, on a fixed sample of val cells), `train/loss`,
-`loss/vq`, `grad/norm_mean`, `grad/norm_max`, `codebook/refreshed`. It has no target encoder:
-the checklist's target-rank item is n/a for it.
+`loss/vq`, `grad/norm_mean`, `grad/norm_max`, `codebook/refreshed`. Its run file and space map
+`rank/encoder` onto the checklist's `rank/context` (`metrics: {rank/context: rank/encoder}`,
+search/metrics.py). It has no target encoder: the checklist's target-rank item is n/a for it.
 
 `train(config, run)` at the bottom is the whole adapter to the search: a typed config from the
 trial's dict, the data, the model, the loop, one `run.report` per epoch with a checkpoint.
@@ -39,7 +40,7 @@ from torch import nn
 
 from model.config import ConfigError, _Section, format_validation_error
 from model.metrics import codebook_usage, effective_rank, perplexity
-from model.quantizers import build_quantizer
+from model.quantizers import build_quantizer, options_of
 
 NUM_COLOURS = 10
 
@@ -174,7 +175,7 @@ def evaluate(model: VQVAE, grids: torch.Tensor, batch_size: int, num_codes: int,
     sample = torch.randperm(len(z), generator=torch.Generator().manual_seed(seed))[:4096]  # fixed cells: SVD cost
     indices = torch.cat(codes)
     return {"val/loss": losses / cells, "val/accuracy": correct / cells, "codebook/usage": codebook_usage(indices, num_codes),
-            "codebook/perplexity": perplexity(indices, num_codes), "rank/context": effective_rank(z[sample])}
+            "codebook/perplexity": perplexity(indices, num_codes), "rank/encoder": effective_rank(z[sample])}
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,9 +190,7 @@ def train(config: dict, run) -> None:
     grids = load_grids(cfg.data.sources, cfg.data.val_fraction, cfg.data.max_tasks)
     val = grids["val"][: cfg.data.val_grids]
     torch.manual_seed(run.seed)
-    quantizer = build_quantizer(vq.kind, cfg.model.dim, vq.num_codes, vq.commitment_cost, vq.ema_decay, 1e-5,
-                                vq.refresh_usage_threshold, vq.init if vq.kind in ("ema", "gradient") else "random",
-                                fsq_levels=vq.fsq_levels, seed=run.seed)
+    quantizer = build_quantizer(vq.kind, cfg.model.dim, run.seed, **options_of(vq.kind, vq))
     model = VQVAE(cfg.model.dim, cfg.model.hidden, quantizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr)
     order = torch.Generator().manual_seed(run.seed)

@@ -123,7 +123,8 @@ def train_contract(run_file: dict, run_dir: Path) -> tuple[str, int]:
 
     if restored is not None:
         print(f"resumed from {restored} after epoch {kept}")
-    run = Run(run_file["trainer"], run_file["epochs"], run_file["seed"], run_dir, restored, history, send=send)
+    run = Run(run_file["trainer"], run_file["epochs"], run_file["seed"], run_dir, restored, history, send=send,
+              names=run_file.get("metrics"))
     diverged = None
     try:
         load_trainer(run_file["trainer"], "trainer")(run_file["config"], run)

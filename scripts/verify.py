@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Was the winner luck? Retrain the best trial (and the runner-up) from scratch with fresh seeds.
+"""Was the winner luck? (search/verify.py) Retrain the best trial (and the runner-up) from scratch with fresh seeds.
 
     python scripts/verify.py results/<experiment> [--seeds 3] [--top 2] [--epochs E] [--jobs 2]
 
@@ -17,12 +17,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # scripts/ would shadow the `search` package
-
-SEED_BASE = 1000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,47 +38,17 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --seeds, --top and --epochs must be >= 1", file=sys.stderr)
         return 2
 
-    from model.io import atomic_write_json
-    from search.export import RACE_OUTCOME_FILE, planned_epochs, read_json, read_trials
-    from search.judge import across_seeds, checklist, ranked
-    from search.report import write_report
-    from search.runs import train_subprocess
-    from search.targets import read_judging
-    from search.versions import drift, installed
+    from search.verify import verify, verify_plan
+    from search.versions import drift
 
-    judging = read_judging(exp_dir)
-    differs = drift(exp_dir)
-    for line in differs:
+    for line in drift(exp_dir):
         print(f"note: verifying with {line}: a difference from the search's figures may come from it too")
-    trials = ranked(read_trials(exp_dir), judging.mode)  # the order best_trial.json is picked by
-    race = read_json(exp_dir / RACE_OUTCOME_FILE)
-    if race.get("winner"):  # after a final race: its finalists in its order, at its production budget
-        by_id = {t.trial_id: t for t in trials}
-        trials = [by_id[trial_id] for trial_id in race["ranking"]]
-        print(f"verifying the final race's finalists in its order ({race['summary']} for its winner) "
-              f"at {race['epochs']} epochs, on seeds it never used")
-    trials = trials[: args.top]
-    jobs = []
-    for t in trials:
-        planned = args.epochs or (race["epochs"] if race.get("winner") else planned_epochs(t))
-        for i in range(args.seeds):
-            seed = SEED_BASE + i
-            jobs.append((t, seed, planned, [f"--seed={seed}", f"--epochs={planned}", "--threads=1"]))
-    train_script = Path(__file__).with_name("train.py")
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        runs = list(pool.map(lambda j: train_subprocess(train_script, j[0].path / "run" / "config.yaml",
-                                                          f"{j[0].trial_id}-seed{j[1]}", exp_dir / "verify", j[3]), jobs))
-    judged: dict[str, list[dict]] = {}
-    for (t, _seed, planned, _), run in zip(jobs, runs):
+    plan = verify_plan(exp_dir, args.top, args.seeds, args.epochs)
+    command = shlex.join(["python", "scripts/verify.py", *(argv if argv is not None else sys.argv[1:])])
+    report, runs = verify(exp_dir, plan, Path(__file__).with_name("train.py"), args.jobs, command)
+    for run in runs:
         if run.error:
             print(f"{run.name} failed:\n{run.error}", file=sys.stderr)
-        judged.setdefault(t.trial_id, []).append(checklist(run.rows, planned, judging.targets))
-    report = {"command": shlex.join(["python", "scripts/verify.py", *(argv if argv is not None else sys.argv[1:])]),
-              "seeds": [SEED_BASE + i for i in range(args.seeds)], "targets": judging.targets.as_dict(),
-              "versions": installed(), "versions_differ": differs,
-              "trials": {trial_id: across_seeds(items) for trial_id, items in judged.items()}}
-    atomic_write_json(exp_dir / "verify.json", report)
-    write_report(exp_dir)
     for trial_id, items in report["trials"].items():
         print(f"trial {trial_id}:")
         for item, s in items.items():

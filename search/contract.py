@@ -52,10 +52,8 @@ from typing import Callable
 from model.config import ConfigError
 from model.io import atomic_write_json
 from model.runlog import RunLog
+from search import metrics as registry
 
-# The metrics the checklist and the score read (search/judge.py, search/score.py), all numbers.
-CHECKLIST_METRICS = ("codebook/usage", "rank/context", "rank/target", "val/loss", "val/loss_reference",
-                     "grad/norm_mean", "grad/norm_max")
 
 
 class TrainerError(Exception):
@@ -120,7 +118,8 @@ def checked(metrics: dict, trainer: str) -> dict[str, float]:
         if not isinstance(key, str):
             raise TrainerError(f"{trainer}: run.report: metric names are strings, got {key!r}")
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            what = "the checklist reads it as a number (search/judge.py)" if key in CHECKLIST_METRICS else "metrics are numbers"
+            what = ("the checklist reads it as a number (search/metrics.py)" if key in registry.checklist_names()
+                    else "metrics are numbers")
             raise TrainerError(f"{trainer}: run.report: {key!r} must be a number ({what}), got "
                                f"{type(value).__name__} {value!r}")
         out[key] = float(value)
@@ -133,19 +132,21 @@ class Run:
     run's rewritten to the restored epochs, and the TensorBoard run dir/tb) with the scalars of
     `score(history)` (the search's: its score and checklist values), and then handed on by
     `send(row, checkpoint, final)` (the search's: tune.report; scripts/train.py's: keep the
-    checkpoint, print a line), last, since Ray may end a stopped trial's thread there."""
+    checkpoint, print a line), last, since Ray may end a stopped trial's thread there. `names`
+    (the space's `metrics:` map, checklist name -> the trainer's own) adds the checklist's name
+    beside the trainer's in each row (search/metrics.py: aliased)."""
 
     def __init__(self, trainer: str, epochs: int, seed: int, dir: Path, restored: Path | None = None,
                  history: list[dict] | None = None, score: Callable[[list[dict]], dict[str, float]] | None = None,
-                 send: Callable[[dict, Path | None, bool], None] | None = None):
+                 send: Callable[[dict, Path | None, bool], None] | None = None, names: dict[str, str] | None = None):
         self.trainer, self.epochs, self.seed, self.dir, self.restored = trainer, epochs, seed, Path(dir), restored
         self.dir.mkdir(parents=True, exist_ok=True)
         self.history = list(history or [])
-        self._score, self._send = score, send
+        self._score, self._send, self._names = score, send, dict(names or {})
         self._log = RunLog(self.dir, epochs, self.history, line=None)  # rewrites metrics.jsonl to the history
 
     def report(self, metrics: dict, checkpoint: Path | None = None) -> None:
-        row = {**checked(metrics, self.trainer), "epoch": len(self.history) + 1}
+        row = registry.aliased({**checked(metrics, self.trainer), "epoch": len(self.history) + 1}, self._names)
         if checkpoint is not None and not Path(checkpoint).is_dir():
             raise TrainerError(f"{self.trainer}: run.report: checkpoint must be a folder, got {checkpoint!r}")
         if not_finite := diverged_keys(row):
@@ -170,19 +171,23 @@ class Run:
 # Run files: a trial's whole config for a contract trainer, as scripts/train.py runs it
 
 
-def run_file(trainer: str, name: str, seed: int, epochs: int, config: dict) -> dict:
-    """The file a contract trial writes as run/config.yaml (and the export as best_config.yaml)."""
-    return {"trainer": trainer, "name": name, "seed": seed, "epochs": epochs, "config": config}
+def run_file(trainer: str, name: str, seed: int, epochs: int, config: dict, names: dict[str, str] | None = None) -> dict:
+    """The file a contract trial writes as run/config.yaml (and the export as best_config.yaml);
+    `metrics`, the space's name map (checklist name -> the trainer's), where it has one."""
+    return {"trainer": trainer, "name": name, "seed": seed, "epochs": epochs, "config": config,
+            **({"metrics": dict(names)} if names else {})}
 
 
 RUN_FILE_KEYS = {"trainer": str, "name": str, "seed": int, "epochs": int, "config": dict}
+OPTIONAL_RUN_FILE_KEYS = {"metrics": dict}
 
 
 def read_run_file(raw: dict, source: str) -> dict:
     """A run file's keys, checked: ConfigError naming the file, the key and what is allowed."""
-    unknown = sorted(set(raw) - set(RUN_FILE_KEYS))
+    unknown = sorted(set(raw) - set(RUN_FILE_KEYS) - set(OPTIONAL_RUN_FILE_KEYS))
     if unknown:
-        raise ConfigError(f"{source}: {unknown[0]}: unknown key (allowed: {', '.join(RUN_FILE_KEYS)})")
+        raise ConfigError(f"{source}: {unknown[0]}: unknown key (allowed: "
+                          f"{', '.join([*RUN_FILE_KEYS, *OPTIONAL_RUN_FILE_KEYS])})")
     for key, kind in RUN_FILE_KEYS.items():
         if key not in raw:
             raise ConfigError(f"{source}: {key}: missing (a run file has {', '.join(RUN_FILE_KEYS)})")
@@ -190,6 +195,14 @@ def read_run_file(raw: dict, source: str) -> dict:
             raise ConfigError(f"{source}: {key}: must be {kind.__name__}, got {raw[key]!r}")
     if raw["epochs"] < 1:
         raise ConfigError(f"{source}: epochs: must be >= 1, got {raw['epochs']}")
+    if "metrics" in raw:
+        if not isinstance(raw["metrics"], dict):
+            raise ConfigError(f"{source}: metrics: must be a mapping (checklist name: your trainer's name), "
+                              f"got {raw['metrics']!r}")
+        try:
+            registry.check_names(raw["metrics"])
+        except ValueError as err:
+            raise ConfigError(f"{source}: {err}") from None
     return raw
 
 

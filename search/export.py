@@ -28,12 +28,11 @@ from pathlib import Path
 import yaml
 
 from model.io import atomic_write_json, atomic_write_text
+from search import metrics
 from search.judge import judge, ranked
 from search.targets import SEED, collapsed, read_judging
 
 RACE_OUTCOME_FILE = "race.json"  # the final race's outcome (search/race.py), when the search had one
-SUMMARY_KEYS = ("score", "score/best", "codebook/usage", "codebook/perplexity", "rank/context",
-                "rank/target", "val/loss", "val/loss_reference", "train/loss", "grad/norm_mean", "grad/norm_max")
 
 
 @dataclass
@@ -147,13 +146,13 @@ def read_trials(exp_dir: Path, judging=None) -> list[TrialRecord]:
 
 
 def _csv_text(trials: list[TrialRecord]) -> str:
-    param_keys = sorted({k for t in trials for k in t.params})
+    param_keys, summary = sorted({k for t in trials for k in t.params}), metrics.summary_names()
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["trial_id", "status", "epochs", *SUMMARY_KEYS, *param_keys])
+    writer.writerow(["trial_id", "status", "epochs", *summary, *param_keys])
     for t in trials:
         last = t.last
-        writer.writerow([t.trial_id, t.status, last.get("epoch", 0), *(last.get(k, "") for k in SUMMARY_KEYS),
+        writer.writerow([t.trial_id, t.status, last.get("epoch", 0), *(last.get(k, "") for k in summary),
                          *(t.params.get(k, "") for k in param_keys)])
     return out.getvalue()
 
@@ -201,7 +200,7 @@ def export_best(exp_dir: str | Path, metric: str = "score", mode: str | None = N
         "status": best.status,
         "epochs": best.last.get("epoch", 0),
         "params": best.params,
-        "final": {k: best.last.get(k) for k in SUMMARY_KEYS if k in best.last},
+        "final": {k: best.last.get(k) for k in metrics.summary_names() if k in best.last},
         "targets": judging.targets.as_dict(),
         "seed_targets": SEED.as_dict(),
         **judgement.as_dict(),

@@ -7,7 +7,8 @@ the Ray adapter, export, report, verify, the study and the benches.
   (metrics.jsonl rows), under the targets in force and under the seed's literal ones, in one
   call. The usage, rank and final val-loss bars come from a `Targets` (search/targets.py); the
   spike and gradient-norm bars are the seed's in both sets.
-- the item rules, here only: an item whose metric the run never reports (absent, or NaN in
+- the items are the registry's checks (search/metrics.py: one per judged metric, its rule and
+  bar); the rules are applied here only: an item whose metric the run never reports (absent, or NaN in
   every epoch: a run without a codebook has no usage) is n/a, neither pass nor fail; the final
   val-loss item reads `val/loss_reference` where the run reports it (the val loss under the
   fixed loss weights the bar was calibrated with: model/jepa.py REFERENCE_WEIGHTS), else
@@ -29,25 +30,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
-from search.targets import GRAD_MAX_MAX, GRAD_MEAN_MAX, SEED, SPIKE_RATIO, Targets
+from search import metrics
+from search.targets import SEED, Targets
 
-# item id -> how its deciding value is shown (format_item)
-SHOWN: dict[str, Callable[[float], str]] = {
-    "usage_throughout": lambda v: f"min {100 * v:.1f}%",
-    "context_rank": lambda v: f"{v:.4g}",
-    "target_rank": lambda v: f"{v:.4g}",
-    "no_val_spike": lambda v: f"max {v:.2f}x",
-    "grad_norm_mean": lambda v: f"max {v:.3g}",
-    "grad_norm_max": lambda v: f"max {v:.3g}",
-    "completed_all_epochs": lambda v: str(v),
-    "final_val_loss": lambda v: f"{v:.4g}",
-}
-ITEMS = tuple(SHOWN)  # the checklist's items, in order
-# Items judged over every epoch so far ("every epoch", "never"): once failed, no later epoch can
-# pass them again. The others are judged at the run's last epoch and stay open until it ends.
-SETTLED_ON_FAILURE = ("usage_throughout", "no_val_spike", "grad_norm_mean", "grad_norm_max")
+
+def item_ids() -> tuple[str, ...]:
+    """The checklist's items, in order (search/metrics.py: the registry's checks)."""
+    return metrics.item_ids()
 
 
 def sign(mode: str) -> int:
@@ -74,58 +65,49 @@ def _extreme(history: list[dict], key: str, worst=min) -> tuple[float, int]:
     return worst(pairs, key=lambda p: p[0])
 
 
+def _judged(rule: str, history: list[dict], key: str, bar: float) -> tuple[bool, float, int | None]:
+    """(pass, the deciding value, its epoch) of a check's rule (search/metrics.py: RULES) on the
+    run's rows, reading `key`."""
+    last = history[-1]
+    if rule == "min_above":
+        value, at = _extreme(history, key, min)
+        return value > bar, value, at
+    if rule == "max_below":
+        value, at = _extreme(history, key, max)
+        return value < bar, value, at
+    if rule == "spike_below":
+        spikes = [(b[key] / a[key], b["epoch"]) for a, b in zip(history, history[1:]) if a[key] > 0]
+        value, at = max(spikes, default=(1.0, None), key=lambda p: p[0])
+        return value <= bar, value, at
+    value = last.get(key, math.nan)
+    ok = {"last_above": value > bar, "last_below": value < bar, "last_at_least": value >= bar}[rule]
+    return ok, value, last["epoch"]
+
+
 def checklist(history: list[dict], planned_epochs: int, targets: Targets = SEED) -> dict[str, dict]:
-    """Each item id (ITEMS) -> {"pass", "value", "epoch", "threshold", "label"} under `targets`.
-    An empty history fails (one item, "ran")."""
+    """Each item id (item_ids()) -> {"pass", "value", "epoch", "threshold", "label"} under `targets`,
+    one per checked metric of the registry (search/metrics.py). An item whose metric (nor its
+    or_else) the run never reports is n/a. An empty history fails (one item, "ran")."""
     if not history:
         return {"ran": _item(False, 0, None, 1, "ran at least one epoch")}
-    last = history[-1]
     items = {}
-    pct = f"{100 * targets.usage:g}%"
-    label = f"usage > {pct} every epoch"
-    if _reported(history, "codebook/usage"):
-        usage, at = _extreme(history, "codebook/usage", min)
-        items["usage_throughout"] = _item(usage > targets.usage, usage, at, targets.usage, label)
-    else:
-        items["usage_throughout"] = _item(None, None, None, targets.usage, label)
-    for key, metric, bar, name in (("context_rank", "rank/context", targets.context_rank, "context rank"),
-                                   ("target_rank", "rank/target", targets.target_rank, "target rank")):
-        label = f"{name} > {bar:g} at the end"
-        reported = _reported(history, metric)
-        value = last.get(metric, math.nan)
-        items[key] = (_item(value > bar, value, last["epoch"], bar, label) if reported
-                      else _item(None, None, None, bar, label))
-    label = f"val loss never over {SPIKE_RATIO:g}x the epoch before"
-    if _reported(history, "val/loss"):
-        spikes = [(b["val/loss"] / a["val/loss"], b["epoch"]) for a, b in zip(history, history[1:]) if a["val/loss"] > 0]
-        spike, spike_at = max(spikes, default=(1.0, None), key=lambda p: p[0])
-        items["no_val_spike"] = _item(spike <= SPIKE_RATIO, spike, spike_at, SPIKE_RATIO, label)
-    else:
-        items["no_val_spike"] = _item(None, None, None, SPIKE_RATIO, label)
-    for key, metric, bar in (("grad_norm_mean", "grad/norm_mean", GRAD_MEAN_MAX),
-                             ("grad_norm_max", "grad/norm_max", GRAD_MAX_MAX)):
-        label = f"grad norm {key.removeprefix('grad_norm_')} < {bar:g} every epoch"
-        if _reported(history, metric):
-            value, at = _extreme(history, metric, max)
-            items[key] = _item(value < bar, value, at, bar, label)
-        else:
-            items[key] = _item(None, None, None, bar, label)
-    items["completed_all_epochs"] = _item(last["epoch"] >= planned_epochs, last["epoch"], last["epoch"],
-                                          planned_epochs, f"ran all {planned_epochs} epochs")
-    loss_key = "val/loss_reference" if _reported(history, "val/loss_reference") else "val/loss"
-    label = f"final val loss < {targets.final_val_loss:g}" + (" (reference weights)" if loss_key == "val/loss_reference" else "")
-    value = last.get(loss_key, math.nan)
-    items["final_val_loss"] = (_item(value < targets.final_val_loss, value, last["epoch"], targets.final_val_loss, label)
-                               if _reported(history, loss_key) else _item(None, None, None, targets.final_val_loss, label))
+    for m in metrics.checked_metrics():
+        c = m.check
+        bar = metrics.bar_of(c, targets, planned_epochs)
+        key = m.name if _reported(history, m.name) else c.or_else if c.or_else and _reported(history, c.or_else) else None
+        label = c.label.format(bar=m.show_bar(bar)) + (c.note if key == m.name else "")
+        items[c.item] = (_item(None, None, None, bar, label) if key is None
+                         else _item(*_judged(c.rule, history, key, bar), bar, label))
     return items
 
 
 def can_still_pass(items: dict[str, dict]) -> int:
     """An upper bound on the items a run judged so far (`items`, checklist of its history up to
-    now) can pass once it ends: every item but those already failed for good (SETTLED_ON_FAILURE)
+    now) can pass once it ends: every item but those already failed for good (search/metrics.py: SETTLED_ON_FAILURE)
     and those n/a (a trainer reports the same metrics every epoch, so an item whose metric it has
     not reported stays n/a). For an ended run, the items it passed are the exact count."""
-    return sum(i["pass"] is not None and not (k in SETTLED_ON_FAILURE and i["pass"] is False)
+    settled = metrics.settled_on_failure()
+    return sum(i["pass"] is not None and not (k in settled and i["pass"] is False)
                for k, i in items.items() if k != "ran")
 
 
@@ -167,11 +149,21 @@ def judge(history: list[dict], planned_epochs: int, targets: Targets = SEED) -> 
     return Judgement(checklist(history, planned_epochs, targets), checklist(history, planned_epochs, SEED))
 
 
+def _shown(item_id: str, value) -> str:
+    """An item's deciding value as its metric shows it, with the rule's word: 'min 3.9%', 'max 1.20x'."""
+    m = next((m for m in metrics.checked_metrics() if m.check.item == item_id), None)
+    if m is None:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+    if m.check.rule == "spike_below":
+        return f"max {value:.2f}x"
+    return {"min_above": "min ", "max_below": "max "}.get(m.check.rule, "") + m.show(value)
+
+
 def format_item(item_id: str, item: dict) -> str:
     """'pass' / 'FAIL' / 'n/a', with the deciding value and its epoch: 'FAIL: min 3.9% @1'."""
     if item["pass"] is None:
         return "n/a"
-    shown = SHOWN.get(item_id, lambda v: f"{v:.4g}" if isinstance(v, float) else str(v))(item["value"])
+    shown = _shown(item_id, item["value"])
     where = f" @{item['epoch']}" if item.get("epoch") is not None else ""
     return f"{'pass' if item['pass'] else 'FAIL'}: {shown}{where}"
 

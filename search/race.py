@@ -36,7 +36,7 @@ from pathlib import Path
 
 from model.io import atomic_write_json
 from search.export import RACE_OUTCOME_FILE, planned_epochs, read_json, read_jsonl, read_trials
-from search.judge import ITEMS, checklist, ranked, verdict
+from search.judge import checklist, item_ids, ranked, verdict
 from search.score import margin_of
 from search.targets import read_judging
 
@@ -78,7 +78,7 @@ class SeedRun:
     def upper_bound(self) -> int:
         if self.ended:
             return self.passed
-        return len(ITEMS) if self.can_pass is None else self.can_pass
+        return len(item_ids()) if self.can_pass is None else self.can_pass
 
 
 def from_result(ended: bool, result: dict | None) -> SeedRun:
@@ -151,7 +151,7 @@ def race_outcome(exp_dir: Path) -> dict | None:
                           "params": f["params"], "dropped": f["trial_id"] in out,
                           "finished": all(r.ended for r in seed_runs[f["trial_id"]]),
                           "worst_passed": min(v["passed"] for v in seeds.values()),
-                          "total": max((v["verdict"]["total"] for v in seeds.values() if v["verdict"]), default=len(ITEMS)),
+                          "total": max((v["verdict"]["total"] for v in seeds.values() if v["verdict"]), default=len(item_ids())),
                           "mean_margin": (sum(m if math.isfinite(m) else 0.0 for m in margins) / len(margins)),
                           "seeds": seeds})
     order = ranking(finalists)

@@ -30,19 +30,12 @@ import yaml  # noqa: E402
 
 from model.io import atomic_write_text  # noqa: E402
 from search.export import RACE_OUTCOME_FILE, TrialRecord, planned_epochs, read_json, read_jsonl, read_trials  # noqa: E402
-from search.judge import ITEMS, format_item, judge, ranked  # noqa: E402
+from search import metrics  # noqa: E402
+from search.judge import format_item, item_ids, judge, ranked  # noqa: E402
 from search.score import items_passed  # noqa: E402
 from search.targets import SEED, Targets, read_judging  # noqa: E402
 from search.versions import drift, recorded  # noqa: E402
 
-CURVES = [("score", "score (items passed + margin)"), ("codebook/usage", "codebook usage"), ("rank/context", "context rank"),
-          ("rank/target", "target rank"), ("val/loss_reference", "val loss (reference weights)")]
-
-
-def target_lines(targets: Targets) -> dict[str, float]:
-    """The bars drawn on the plots, by metric key."""
-    return {"codebook/usage": targets.usage, "rank/context": targets.context_rank, "rank/target": targets.target_rank,
-            "val/loss_reference": targets.final_val_loss}
 
 
 def format_score(score: float, with_items: bool = False) -> str:
@@ -63,9 +56,9 @@ def _best_score(t: TrialRecord) -> float:
 
 
 def plot_curves(trials: list[TrialRecord], best: TrialRecord | None, path: Path, targets: Targets = SEED) -> None:
-    bars = target_lines(targets)
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(4.2 * len(CURVES), 3.6), constrained_layout=True)
-    for ax, (key, label) in zip(axes, CURVES):
+    bars, curves = metrics.target_lines(targets), metrics.curves()
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.6), constrained_layout=True)
+    for ax, (key, label) in zip(axes, curves):
         for t in trials:
             xs = [r["epoch"] for r in t.results if key in r and _finite(r[key])]
             ys = [r[key] for r in t.results if key in r and _finite(r[key])]
@@ -80,7 +73,7 @@ def plot_curves(trials: list[TrialRecord], best: TrialRecord | None, path: Path,
             ax.plot(xs, ys, color="tab:blue", lw=2.2, label=f"best ({best.trial_id})")
         if key in bars:
             ax.axhline(bars[key], color="tab:green", ls="--", lw=1, label="target in force")
-            seed_bar = target_lines(SEED)[key]
+            seed_bar = metrics.target_lines(SEED)[key]
             if seed_bar != bars[key]:
                 ax.axhline(seed_bar, color="tab:orange", ls=":", lw=1, label="seed's literal target")
         ax.set_xlabel("epoch")
@@ -220,6 +213,9 @@ def _fmt(v) -> str:
 
 
 def write_report(exp_dir: str | Path, top: int = 10) -> Path:
+    """report.md and its plots: the summary, the curves, parameters against score, the Pareto front
+    of a multi-objective search, parameter importance, the top trials' checklists, the final race,
+    the verification and how to reproduce the search, in that order."""
     exp_dir = Path(exp_dir)
     trials = read_trials(exp_dir)
     judging = read_judging(exp_dir)
@@ -230,10 +226,28 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
     plot_curves(trials, best, exp_dir / "curves.png", judging.targets)
     params = plot_params(trials, space, exp_dir / "params.png")
     study = load_study(exp_dir)
-    importances, why_not = param_importances(study)
-    if importances:
-        plot_importances(importances, exp_dir / "importance.png", completed=_completed(study))
 
+    lines = _summary_lines(exp_dir, trials, best, race, judging)
+    lines += ["## Per epoch", "", "![curves](curves.png)", ""]
+    if params:
+        lines += ["## Parameters against score", "", "![params](params.png)", ""]
+    if study is not None and len(study.directions) > 1:
+        lines += _pareto_lines(study, exp_dir / "pareto.png", judging.targets)
+    lines += _importance_lines(study, exp_dir / "importance.png")
+    lines += _top_lines(scored[:top], params, judging)
+    if race:
+        lines += ["", "## Final race (fresh seeds, production budget)", "", *_race_lines(race)]
+    verify = exp_dir / "verify.json"
+    if verify.is_file():
+        lines += ["", "## Verification (fresh seeds, full epochs)", "", *_verify_lines(json.loads(verify.read_text()))]
+    lines += _reproduce_lines(exp_dir)
+    path = exp_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def _summary_lines(exp_dir: Path, trials: list[TrialRecord], best: TrialRecord | None, race: dict, judging) -> list[str]:
+    """The trials by status, the goal and targets, the best trial and its checklist verdict."""
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.status] = counts.get(t.status, 0) + 1
@@ -257,29 +271,36 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
                   f"Checklist{' in its exploration trial' if raced else ''}: {v['passed']}/{v['total']} items pass "
                   f"with the targets in force{failed}; "
                   f"{v_seed['passed']}/{v_seed['total']} with the seed's literal targets.", ""]
-    lines += ["## Per epoch", "", "![curves](curves.png)", ""]
-    if params:
-        lines += ["## Parameters against score", "", "![params](params.png)", ""]
-    if study is not None and len(study.directions) > 1:
-        front = plot_pareto(study, exp_dir / "pareto.png", judging.targets)
-        lines += ["## Pareto front (multi-objective: usage max, context rank max, val loss min)", "",
-                  "![pareto](pareto.png)", "", "| study trial | Ray trial | usage | context rank | val loss |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {t.number} | `{t.user_attrs.get('ray_trial_id', '')}` | {t.values[0]:.3f} | {t.values[1]:.2f} "
-                  f"| {t.values[2]:.4f} |" for t in front]
-        lines += [""]
-    lines += ["## Parameter importance", ""]
-    if importances:
-        lines += ["Over the study's completed trials only (pruned ones are not in Optuna's importance).", "",
-                  "![importance](importance.png)", "", "| parameter | importance |", "|---|---|"]
-        lines += [f"| `{k}` | {v:.3f} |" for k, v in importances.items()]
-    else:
-        lines += [f"Not computable: {why_not}."]
-    lines += ["", f"## Top {min(top, len(scored))} trials", ""]
-    rows = [(t, judge(read_jsonl(t.path / "run" / "metrics.jsonl"), planned_epochs(t), judging.targets))
-            for t in scored[:top]]
+    return lines
+
+
+def _pareto_lines(study, path: Path, targets: Targets) -> list[str]:
+    front = plot_pareto(study, path, targets)
+    lines = ["## Pareto front (multi-objective: usage max, context rank max, val loss min)", "",
+             f"![pareto]({path.name})", "", "| study trial | Ray trial | usage | context rank | val loss |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {t.number} | `{t.user_attrs.get('ray_trial_id', '')}` | {t.values[0]:.3f} | {t.values[1]:.2f} "
+              f"| {t.values[2]:.4f} |" for t in front]
+    return lines + [""]
+
+
+def _importance_lines(study, path: Path) -> list[str]:
+    importances, why_not = param_importances(study)
+    lines = ["## Parameter importance", ""]
+    if not importances:
+        return lines + [f"Not computable: {why_not}."]
+    plot_importances(importances, path, completed=_completed(study))
+    lines += ["Over the study's completed trials only (pruned ones are not in Optuna's importance).", "",
+              f"![importance]({path.name})", "", "| parameter | importance |", "|---|---|"]
+    return lines + [f"| `{k}` | {v:.3f} |" for k, v in importances.items()]
+
+
+def _top_lines(top: list[TrialRecord], params: list[str], judging) -> list[str]:
+    """The best trials, each with its parameters and its checklist, item by item."""
+    lines = ["", f"## Top {len(top)} trials", ""]
+    rows = [(t, judge(read_jsonl(t.path / "run" / "metrics.jsonl"), planned_epochs(t), judging.targets)) for t in top]
     label_of = {k: v["label"] for _, j in rows for k, v in j.items.items()}
-    labels = [k for k in ITEMS if k in label_of]
+    labels = [k for k in item_ids() if k in label_of]
     header = ["trial", "status", "epochs", "final score", "best score", *[f"`{p}`" for p in params],
               *[label_of[k] for k in labels], "items passed (seed's literal targets)"]
     lines += ["Each checklist column shows the verdict with the targets in force and the value that decided "
@@ -292,20 +313,17 @@ def write_report(exp_dir: str | Path, top: int = 10) -> Path:
                                          format_score(_best_score(t)), format_score(t.best('score', judging.mode)),
                                          *[_fmt(t.params.get(p, "")) for p in params],
                                          *marks, f"{j.seed_verdict['passed']}/{j.seed_verdict['total']}"]) + " |")
-    if race:
-        lines += ["", "## Final race (fresh seeds, production budget)", "", *_race_lines(race)]
-    verify = exp_dir / "verify.json"
-    if verify.is_file():
-        lines += ["", "## Verification (fresh seeds, full epochs)", "", *_verify_lines(json.loads(verify.read_text()))]
+    return lines
+
+
+def _reproduce_lines(exp_dir: Path) -> list[str]:
+    """The search's command and the versions it ran with (and any installed now that differ)."""
     command = (exp_dir / "command.txt").read_text().strip() if (exp_dir / "command.txt").is_file() else "(unknown)"
     ran_with = recorded(exp_dir)
-    lines += ["", "## Reproduce", "", "```", command, "```", "",
-              ("Ran with " + ", ".join(f"{name} {v}" for name, v in ran_with.items()) + " (versions.json)."
-               if ran_with else "The versions it ran with were not recorded (an experiment from before versions.json).")]
-    lines += [f"Installed now: {line}." for line in drift(exp_dir)] + [""]
-    path = exp_dir / "report.md"
-    atomic_write_text(path, "\n".join(lines))
-    return path
+    lines = ["", "## Reproduce", "", "```", command, "```", "",
+             ("Ran with " + ", ".join(f"{name} {v}" for name, v in ran_with.items()) + " (versions.json)."
+              if ran_with else "The versions it ran with were not recorded (an experiment from before versions.json).")]
+    return lines + [f"Installed now: {line}." for line in drift(exp_dir)] + [""]
 
 
 def _race_lines(race: dict) -> list[str]:

@@ -73,7 +73,7 @@ from ray.tune.stopper import Stopper
 
 from model.config import ConfigError
 from model.io import atomic_write_json, atomic_write_text
-from search import race, versions
+from search import metrics, race, versions
 from search.contract import trainer_error_in
 from search.export import RACE_OUTCOME_FILE, export_best
 from search.judge import sign
@@ -84,11 +84,6 @@ from search.storage import DRIVER_FILES, Location, download, remote_file_exists,
 from search.targets import JUDGING_FILE, Judging, collapsed
 from search.trainable import WORKER_KEY, run_trial
 
-# objective.multi_objective; val loss under the fixed REFERENCE_WEIGHTS (model/jepa.py), comparable across trials
-PARETO_METRICS = ["codebook/usage", "rank/context", "val/loss_reference"]
-PARETO_MODES = ["max", "max", "min"]
-TABLE_COLUMNS = {"epoch": "epoch", "score": "score", "codebook/usage": "usage",
-                 "rank/context": "rank_ctx", "rank/target": "rank_tgt", "val/loss_reference": "val_loss_ref"}
 TABLE_COLUMN_WIDTH = 12  # the console's trial table: values are cut at this width
 TABLE_WIDTH = 160  # the console's trial table fits in this many columns; parameters beyond it: trials.csv
 TABLE_ROWS = 20  # rows while the search runs (running trials first); the last table shows every trial
@@ -645,7 +640,7 @@ def build_race_tuner(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path, tr
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[guard, JsonLoggerCallback(), CSVLoggerCallback()],
             progress_reporter=ResultsReporter(exp_dir / RACE_DIR, len(plan["entries"]), objective.mode,
-                                              metric_columns=TABLE_COLUMNS,
+                                              metric_columns=metrics.table_columns(),
                                               parameter_columns={f"{RACE_KEY}/finalist": "finalist", f"{RACE_KEY}/seed": "seed"},
                                               max_column_length=TABLE_COLUMN_WIDTH, max_report_frequency=30),
             verbose=1))
@@ -679,7 +674,7 @@ def build_searcher(loaded: LoadedSpace, opts: SearchOptions) -> BudgetedSearch:
     (search/optuna_search.py), at most max_concurrent trials at once."""
     space = loaded.space
     if space.objective.multi_objective:
-        sampler, metric, mode = SamplerFactory("nsga2", space.seed), PARETO_METRICS, PARETO_MODES
+        sampler, (metric, mode) = SamplerFactory("nsga2", space.seed), metrics.pareto()
     else:
         sampler, metric, mode = SamplerFactory(space.sampler, space.seed), "score", space.objective.mode
     searcher = PruningAwareOptunaSearch(
@@ -724,7 +719,7 @@ def build_tuner(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path, trainab
             # mirrored and exported once at the end (or on --resume)
             callbacks=[guard, ReconcileAfterRestore(search), JsonLoggerCallback(), CSVLoggerCallback()]
             + ([BestSoFar(exp_dir, objective.mode)] if location.remote is None else []),
-            progress_reporter=ResultsReporter(exp_dir, opts.num_samples, objective.mode, metric_columns=TABLE_COLUMNS,
+            progress_reporter=ResultsReporter(exp_dir, opts.num_samples, objective.mode, metric_columns=metrics.table_columns(),
                                               parameter_columns=short_names(loaded.space.params),
                                               max_column_length=TABLE_COLUMN_WIDTH, max_report_frequency=30),
             verbose=1))

@@ -40,6 +40,7 @@ import difflib
 from model.config import (ConfigError, leaf_keys, TrainConfig, config_from_dict, format_validation_error,
                           read_yaml_mapping, set_dotted)
 
+from search.metrics import check_names
 from search.targets import COLLAPSE_PATIENCE, COLLAPSE_USAGE_FLOOR, Targets, by_name, mode_of
 
 Scalar = bool | int | float | str | None
@@ -213,11 +214,18 @@ class SearchSpace(_Strict):
                       "the JEPA trainer's trials take their base config's seed).")
     sampler: Literal["tpe", "random"] = Field(
         default="tpe", description="Optuna sampler (single objective; multi-objective uses NSGA-II).")
+    metrics: dict[str, str] = Field(
+        default_factory=dict, description="A trainer of your own: the checklist's metric names mapped to the names "
+        "it reports, e.g. {rank/context: rank/encoder} (search/metrics.py; the JEPA reports the checklist's names).")
 
     @model_validator(mode="after")
     def _check(self) -> "SearchSpace":
         if self.trainer is None and self.base is None:
             raise ValueError("base: a training config is needed (or name a `trainer:` of your own, search/contract.py)")
+        if self.metrics and self.trainer is None:
+            raise ValueError("metrics: a name map is for a trainer of your own (`trainer:`); the JEPA trainer "
+                             "reports the checklist's names")
+        check_names(self.metrics)
         return self
 
 

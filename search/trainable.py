@@ -35,6 +35,7 @@ from ray import tune
 
 from model.io import atomic_write_json, atomic_write_text
 
+from search import metrics
 from search.export import read_jsonl
 from search.judge import can_still_pass, checklist, sign
 from search.race import RACE_KEY
@@ -42,9 +43,6 @@ from search.score import diverged_score, objective_score
 from search.space import LoadedSpace
 
 
-# TensorBoard's HParams view: the scalars each trial's parameters are compared by
-HPARAM_METRICS = ("score", "codebook/usage", "rank/context", "rank/target", "val/loss", "val/loss_reference",
-                  "codes/nmi_colour")
 WORKER_KEY = "__worker__"  # search/runner.py's TrialWorker hands run_trial its worker's record under this key
 
 
@@ -166,7 +164,7 @@ def _train_jepa(config: dict, space: LoadedSpace, epochs: int, num_threads: int,
     cfg = space.trial_config(config, epochs=epochs, name=trial_id, num_threads=num_threads, seed=seed)
     result = train(cfg, run_dir, on_epoch=reported, checkpoint_dir=checkpoint_dir,
                    extra_scalars=lambda history, final: scorer(history),
-                   hparams=config, hparam_metrics=HPARAM_METRICS)
+                   hparams=config, hparam_metrics=metrics.hparam_names())
     if result.status == "diverged":
         scorer.diverged(result.epochs + 1)
 
@@ -182,7 +180,7 @@ def _train_contract(config: dict, space: LoadedSpace, epochs: int, trial_id: str
         sys.path.insert(0, space.trainer_root)  # the folder the search runs in: the trainer imports from there
     trainer = load_trainer(space.trainer, "trainer")
     nested = space.contract_config(config)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(run_file(space.trainer, trial_id, seed, epochs, nested),
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(run_file(space.trainer, trial_id, seed, epochs, nested, space.space.metrics),
                                                               sort_keys=False))
     metadata = (checkpoint.get_metadata() or {}) if checkpoint is not None else {}
     kept = int(metadata.get("epoch", 0))  # a retry without a checkpoint starts over
@@ -191,7 +189,8 @@ def _train_contract(config: dict, space: LoadedSpace, epochs: int, trial_id: str
 
     # each report's checkpoint carries the run's history so far (Run.report appends before it sends)
     run = Run(space.trainer, epochs, seed, run_dir, restored, history, score=scorer,
-              send=lambda row, checkpoint_dir, final: reported(row, checkpoint_dir, final, run.history))
+              send=lambda row, checkpoint_dir, final: reported(row, checkpoint_dir, final, run.history),
+              names=space.space.metrics)
     diverged = None
     try:
         trainer(nested, run)

@@ -16,7 +16,7 @@ from model.io import atomic_write_text
 from search.targets import (GRAD_MAX_MAX, GRAD_MEAN_MAX, SEED, SEED_NO_VQ, SEED_SIXTH_RUN, SIGNATURE_BY_EPOCH,
                             SIGNATURE_CONTEXT_RANK, SIGNATURE_USAGE)
 from model.objects import SHAPE_SIZE
-from search.judge import ITEMS
+from search.judge import item_ids
 from study.protocol import (CONFIRM_EPOCHS, CONFIRM_SEEDS, DOCS, MAIN_VERIFY_SEEDS, PRODUCTION_EPOCHS, RANKCORR_GOAL,
                             ROOT, SHARED_STREAM_COMMIT)
 
@@ -610,7 +610,7 @@ def section_ladder(s: dict | None) -> list[str]:
                      + " by this rung's no-VQ runs in every epoch and seed") + ".", "",
                   f"Items passed over the rung's {len(at['seeds_run'])} seeds, under each target set (n/a: the item "
                   "does not apply, usage without a codebook):", ""]
-        keys = [k for k in ITEMS if any(k in counts for counts in at["pass_counts"].values())]
+        keys = [k for k in item_ids() if any(k in counts for counts in at["pass_counts"].values())]
         lines += ["| run / targets | " + " | ".join(keys) + " |", "|---" * (1 + len(keys)) + "|"]
         for key, counts in at["pass_counts"].items():
             lines.append(f"| {key} | " + " | ".join(str(counts[k]) if k in counts else "n/a" for k in keys) + " |")

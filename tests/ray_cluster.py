@@ -11,6 +11,7 @@ does to all of them. The head gets a temp dir of its own too, so its session fil
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,10 +26,27 @@ import psutil
 RAY = str(Path(sys.executable).parent / "ray")
 
 
+def free_ports(n: int, taken: frozenset[int] = frozenset()) -> list[int]:
+    """n distinct ports free now, none of them in `taken`. Every socket stays bound until all are
+    chosen: the OS cannot hand one port out twice, as it can to one call after another (a node
+    given one port for two of its components refuses to start: "Ray component metrics_export is
+    trying to use a port number ... that is used by other components", seen under load)."""
+    sockets, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            sockets.append(s)
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] not in taken:
+                ports.append(s.getsockname()[1])
+    finally:
+        for s in sockets:
+            s.close()
+    return ports
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def ray_env(**extra: str) -> dict:
@@ -53,7 +71,9 @@ class RayNode:
         node_ports = ["--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
                       "--runtime-env-agent-port"]
         head_ports = ["--ray-client-server-port", "--dashboard-port"] if "--head" in args else []
-        args = [*args, *(f"{flag}={free_port()}" for flag in node_ports + head_ports if flag not in given)]
+        flags = [flag for flag in node_ports + head_ports if flag not in given]
+        taken = frozenset(int(p) for a in args for p in re.findall(r"[=:](\d+)$", a))  # --port=, --address=host:port
+        args = [*args, *(f"{flag}={port}" for flag, port in zip(flags, free_ports(len(flags), taken)))]
         if "--head" in args:  # worker nodes take the head's session from the GCS
             self.temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a limit
             args = [*args, f"--temp-dir={self.temp_dir}"]

@@ -1,5 +1,6 @@
 """The trainer contract (search/contract.py): a user's trainer is found, checked and run; what it
-reports is checked; and a search of a trainer written outside the package runs end to end."""
+reports is checked; and a search of a trainer written outside the package runs end to end, judged
+through its space's name map (the toy calls its context rank `rank/encoder`)."""
 
 import csv
 import json
@@ -28,7 +29,7 @@ TOY = textwrap.dedent('''
         for epoch in range(start + 1, run.epochs + 1):
             usage = min(1.0, rate * epoch)
             metrics = {"val/loss": 1.0 / epoch + run.seed * 1e-3, "codebook/usage": usage,
-                       "rank/context": 2.0 + 20.0 * usage, "grad/norm_mean": 1.0, "grad/norm_max": 2.0}
+                       "rank/encoder": 2.0 + 20.0 * usage, "grad/norm_mean": 1.0, "grad/norm_max": 2.0}
             if config.get("broken"):
                 metrics["codebook/usage"] = "most of them"
             checkpoint = Path(run.dir) / "checkpoint"
@@ -111,6 +112,16 @@ def test_a_contract_space_nests_its_parameters_and_its_run_file_is_checked(user_
         read_run_file({**good, "epochs": "three"}, "f.yaml")
     with pytest.raises(ConfigError, match="f.yaml: optimizer: unknown key"):
         read_run_file({**good, "optimizer": "adam"}, "f.yaml")
+    # the name map (checklist name -> the trainer's): only names the checklist reads, mapped to a name
+    named = run_file("mytrainer:train", "r", 0, 3, {}, {"rank/context": "rank/encoder"})
+    assert read_run_file(named, "f.yaml")["metrics"] == {"rank/context": "rank/encoder"}
+    with pytest.raises(ConfigError, match="f.yaml: metrics.rank/encoder: not a metric the checklist reads "
+                                          r"\(allowed: codebook/usage, rank/context"):
+        read_run_file({**good, "metrics": {"rank/encoder": "rank/context"}}, "f.yaml")
+    (user_folder / "badmap.yaml").write_text("trainer: mytrainer:train\nmetrics: {rank/contxt: rank/encoder}\n"
+                                             "params:\n  model.width: {dist: int, low: 2, high: 8}\n")
+    with pytest.raises(ConfigError, match="badmap.yaml: .*metrics.rank/contxt: not a metric the checklist reads"):
+        load_space(user_folder / "badmap.yaml")
 
 
 def test_a_bad_trainer_stops_the_search_before_any_trial(tmp_path):
@@ -131,6 +142,7 @@ def test_a_trainer_written_outside_the_package_is_searched_exported_rerun_and_ve
     (user_folder / "space.yaml").write_text(textwrap.dedent("""
         trainer: mytrainer:train
         set: {model.rate: 0.05}
+        metrics: {rank/context: rank/encoder}
         params:
           model.rate: {dist: loguniform, low: 0.02, high: 0.5}
           broken: {dist: categorical, choices: [false, true]}
@@ -155,6 +167,10 @@ def test_a_trainer_written_outside_the_package_is_searched_exported_rerun_and_ve
     assert best["trainer"] == "mytrainer:train" and best["epochs"] == 3 and "broken" in best["config"]
     summary = json.loads((exp / "best_trial.json").read_text())
     assert summary["checklist"]["target_rank"]["pass"] is None  # never reported: n/a
+    # judged through the name map: the checklist's context rank is the toy's rank/encoder at its last epoch
+    last = json.loads((exp / f"trial_{summary['trial_id']}" / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert summary["checklist"]["context_rank"]["value"] == last["rank/encoder"] == last["rank/context"]
+    assert best["metrics"] == {"rank/context": "rank/encoder"}  # the run file keeps the map for train.py and verify
     assert "target rank > 20 at the end" in summary["verdict"]["n/a"]
     assert "| n/a |" in (exp / "report.md").read_text()
     rerun = run_script(str(ROOT / "scripts" / "train.py"), str(exp / "best_config.yaml"), "--results", "runs",
@@ -168,6 +184,7 @@ def test_a_trainer_written_outside_the_package_is_searched_exported_rerun_and_ve
     assert verify.returncode == 0, verify.stderr[-3000:]
     items = json.loads((exp / "verify.json").read_text())["trials"][summary["trial_id"]]
     assert items["target_rank"]["pass_rate"] is None and items["completed_all_epochs"]["pass_rate"] == 1.0
+    assert items["context_rank"]["applicable"] == 2  # the retrained seeds are judged through the map too
     losses = items["final_val_loss"]["values"]
     assert losses == pytest.approx([1 / 3 + 1000e-3, 1 / 3 + 1001e-3])  # run.seed: the fresh seeds reached the trainer
 

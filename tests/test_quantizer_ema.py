@@ -1,11 +1,12 @@
 import torch
 
-from model.quantizers.ema import EMAQuantizer
+from model.quantizers.ema import EMAConfig, EMAQuantizer
 
 
 def make(k=8, d=4, decay=0.9, eps=1e-5, threshold=0.05):
     torch.manual_seed(0)
-    return EMAQuantizer(d, k, commitment_cost=0.25, decay=decay, epsilon=eps, usage_threshold=threshold)
+    return EMAQuantizer(d, EMAConfig(num_codes=k, commitment_cost=0.25, decay=decay, epsilon=eps,
+                                     refresh_usage_threshold=threshold))
 
 
 def test_outputs_are_codebook_rows_and_indices_round_trip():
@@ -37,7 +38,7 @@ def test_commitment_loss_value():
 
 def test_one_ema_step_matches_hand_computation():
     k, d, decay, eps = 3, 2, 0.9, 1e-5
-    q = EMAQuantizer(d, k, commitment_cost=0.0, decay=decay, epsilon=eps)
+    q = EMAQuantizer(d, EMAConfig(num_codes=k, commitment_cost=0.0, decay=decay, epsilon=eps))
     with torch.no_grad():
         q.codebook.copy_(torch.tensor([[0.0, 0.0], [10.0, 10.0], [-10.0, 5.0]]))
         q.embed_sum.copy_(q.codebook)

@@ -19,8 +19,11 @@ VARIANTS = {
 
 def make(kind, ema_decay=0.9, init="random", cosine=False, estimator="ste", fsq_levels=(8, 5, 5, 5)):
     torch.manual_seed(0)
-    return build_quantizer(kind, D, K, 0.25, ema_decay, 1e-5, 0.05, init, cosine, estimator,
-                           None, list(fsq_levels), seed=0)
+    codebook = dict(num_codes=K, commitment_cost=0.25, refresh_usage_threshold=0.05, init=init, cosine=cosine,
+                    estimator=estimator)
+    options = {"ema": {**codebook, "decay": ema_decay, "epsilon": 1e-5}, "gradient": codebook,
+               "gumbel": {"num_codes": K}, "fsq": {"levels": tuple(fsq_levels)}}[kind]
+    return build_quantizer(kind, D, 0, **options)
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -61,8 +64,7 @@ def test_gumbel_is_soft_in_training_and_hard_at_eval():
 
 
 def test_gumbel_temperature_anneals_to_its_floor():
-    q = build_quantizer("gumbel", D, K, 0.0, None, 1e-5, 0.0,
-                        gumbel={"temperature_start": 1.0, "temperature_min": 0.5, "anneal_rate": 0.1})
+    q = build_quantizer("gumbel", D, num_codes=K, temperature_start=1.0, temperature_min=0.5, anneal_rate=0.1)
     q.train()
     assert q.temperature() == 1.0
     for _ in range(3):
@@ -177,3 +179,89 @@ def test_the_codebook_draws_on_a_stream_of_its_own(kind, init):
         torch.manual_seed(cfg.seed)
         again = build_model(cfg).quantizer.state_dict()
         assert all(torch.equal(v, model.quantizer.state_dict()[k]) for k, v in again.items()), "same seed, same codebook"
+
+
+TOY_QUANTIZER = '''
+"""A toy quantizer: the nearest row of a fixed random codebook, nothing learned."""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from model.quantizers.output import QuantizerOutput
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    num_codes: int = 8  # K
+    scale: float = 1.0  # std of the fixed codes
+
+
+class ToyQuantizer(nn.Module):
+    Config = ToyConfig
+
+    def __init__(self, dim, config, seed=0):
+        super().__init__()
+        self.num_codes = config.num_codes
+        g = torch.Generator().manual_seed(seed + 1)
+        self.register_buffer("codebook", config.scale * torch.randn(config.num_codes, dim, generator=g))
+
+    def lookup(self, indices):
+        return self.codebook[indices]
+
+    def refresh_dead_codes(self, generator):
+        return 0
+
+    def forward(self, z):
+        indices = torch.cdist(z, self.codebook).argmin(-1)
+        return QuantizerOutput(z + (self.codebook[indices] - z).detach(), indices, z.new_zeros(()))
+'''
+
+
+def test_a_new_quantizer_is_one_file_and_one_registration_line(tmp_path, monkeypatch):
+    """Its file declares the quantizer and its options; one line in KINDS makes it a `vq.kind` the
+    training config accepts, built by keyword with the options the config's `vq:` section names."""
+    from model.config import ConfigError, load_config
+    from model.quantizers import KINDS
+    from model.train import build_model, loss_weights, make_optimizer, train_step
+    from tests.conftest import ROOT
+
+    (tmp_path / "toyquant.py").write_text(TOY_QUANTIZER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match="vq: kind: 'toy' is not a quantizer"):
+        load_config(ROOT / "configs" / "sixth_run.yaml", ["vq.kind=toy"])
+    monkeypatch.setitem(KINDS, "toy", "toyquant:ToyQuantizer")  # the registration line
+    q = build_quantizer("toy", D, seed=0, num_codes=5, scale=2.0)
+    assert type(q).__name__ == "ToyQuantizer" and q.codebook.shape == (5, D)
+    with pytest.raises(ValueError, match="quantizer 'toy' has no option 'decay' \\(its options: num_codes, scale\\)"):
+        build_quantizer("toy", D, decay=0.9)
+    # the trainer builds it from a training config, and a step trains through it
+    cfg = load_config(ROOT / "configs" / "sixth_run.yaml", ["vq.kind=toy", "vq.num_codes=12", "data.max_tasks=20"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert type(model.quantizer).__name__ == "ToyQuantizer" and model.quantizer.num_codes == 12
+    from model.data import load_arc_data, make_batch, make_examples
+
+    data = load_arc_data(cfg.data.sources, cfg.data.val_fraction, cfg.data.max_objects, cfg.data.max_tasks)
+    g = torch.Generator().manual_seed(0)
+    contexts, targets = make_examples(data.train_tasks, cfg.data.context_length, g)
+    idx = torch.arange(cfg.training.batch_size) % len(targets)
+    batch = make_batch(data.records, contexts[idx], targets[idx], None, torch.device("cpu"))
+    values = train_step(model, make_optimizer(model, cfg.training.lr, cfg.training.weight_decay), batch,
+                        loss_weights(cfg), g, cfg.training.grad_clip.max_norm, momentum=0.996)
+    assert math.isfinite(float(values["total"])) and float(values["vq"]) == 0.0
+
+
+def test_a_config_section_gives_each_kind_its_own_options():
+    from model.config import load_config
+    from model.quantizers import options_of
+    from tests.conftest import ROOT
+
+    vq = load_config(ROOT / "configs" / "sixth_run.yaml").vq
+    assert set(options_of("ema", vq)) == {"num_codes", "commitment_cost", "decay", "epsilon", "refresh_usage_threshold",
+                                          "init", "cosine", "estimator"}
+    assert options_of("ema", vq)["decay"] == vq.ema_decay
+    assert options_of("gumbel", vq) == {"num_codes": vq.num_codes, "temperature_start": vq.gumbel_temperature_start,
+                                        "temperature_min": vq.gumbel_temperature_min,
+                                        "anneal_rate": vq.gumbel_anneal_rate, "kl_weight": vq.gumbel_kl_weight}
+    assert options_of("fsq", vq) == {"levels": tuple(vq.fsq_levels)}

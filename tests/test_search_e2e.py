@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, assert_bystander_answers, run_script
-from tests.ray_cluster import RAY, RayNode, free_port, ray_env
+from tests.ray_cluster import RAY, RayNode, free_ports, ray_env
 
 pytestmark = pytest.mark.slow
 
@@ -197,10 +197,12 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 def test_fractional_gpus_pack_four_trials_per_gpu(tmp_path):
     """One logical GPU, trials at gpu 0.25 (and cpu 0.25, so the GPU is what limits them): four
-    trials share the GPU at once, never five."""
+    trials share the GPU at once, never five. Each trial outlasts a fresh worker's start (24 epochs,
+    ~10 s): with 8 epochs (~3.5 s) the two workers Ray starts first ran the first four trials two by
+    two before the other two workers were up (overlap 2, seen on an idle 2-core machine)."""
     proc = run_script("scripts/search.py", "spaces/smoke.yaml", "--storage", str(tmp_path), "--name", "gpu",
                       "--num-gpus", "1", "--gpu", "0.25", "--cpu", "0.25", "--num-samples", "6",
-                      "--max-epochs", "8", "--no-early-stopping", timeout=600)
+                      "--max-epochs", "24", "--no-early-stopping", timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     placements = [json.loads(p.read_text()) for p in (tmp_path / "gpu").glob("*/run/placement.json")]
     assert len(placements) == 6
@@ -315,7 +317,7 @@ def test_multi_objective_search_survives_ctrl_c_resumes_and_reports_the_pareto_f
 @pytest.fixture
 def cluster_with_dashboard(bystander):
     """A head node with its dashboard, stopped by its own process group (tests/ray_cluster.py)."""
-    port, dashboard = free_port(), free_port()
+    port, dashboard = free_ports(2)  # distinct (two free_port() calls may return one port twice)
     env = ray_env()
     head = RayNode(["--head", "--num-cpus=2", f"--port={port}", "--include-dashboard=true",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"], env)

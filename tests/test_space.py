@@ -150,7 +150,8 @@ def test_the_trial_table_leads_with_the_judged_metrics_and_fits_160_columns():
     """search/runner.py: trial_table at the default space: trial, status, epoch, score and the
     checklist's values first; then the parameters in the space's order while they fit; the rest
     named below; running trials first, the rows left out counted."""
-    from search.runner import TABLE_COLUMNS, TABLE_WIDTH, _header_lines, short_names, trial_table
+    from search.metrics import table_columns
+    from search.runner import TABLE_WIDTH, _header_lines, short_names, trial_table
     from search.space import load_space
 
     params = short_names(load_space(ROOT / "spaces" / "vq_gentle.yaml").space.params)
@@ -159,7 +160,7 @@ def test_the_trial_table_leads_with_the_judged_metrics_and_fits_160_columns():
     config = {k: 0.000123456 for k in params} | {"context.aggregator": "attention"}
     trials = [{"trial_id": f"t{i:07d}", "status": s, "config": config, "result": {} if s == "PENDING" else result}
               for i, s in enumerate(["TERMINATED", "PENDING", "RUNNING"] * 9)]
-    table = trial_table(trials, TABLE_COLUMNS, params, max_rows=20)
+    table = trial_table(trials, table_columns(), params, max_rows=20)
     assert TABLE_WIDTH == 160 and all(len(line) <= 160 for line in table), max(map(len, table))
     header = [c.strip() for c in table[1].strip("|").split("|")]
     assert header[:8] == ["trial", "status", "epoch", "score", "usage", "rank_ctx", "rank_tgt", "val"]
@@ -176,4 +177,4 @@ def test_the_trial_table_leads_with_the_judged_metrics_and_fits_160_columns():
     assert _header_lines("refresh_usage_threshold") == ("refresh_usage", "threshold")
     assert _header_lines("score") == ("score", "")
     # the last table shows every trial
-    assert not any(line.startswith("...") for line in trial_table(trials, TABLE_COLUMNS, params))
+    assert not any(line.startswith("...") for line in trial_table(trials, table_columns(), params))

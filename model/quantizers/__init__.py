@@ -14,33 +14,62 @@
 | gradient | gradient.py | learned by the codebook loss      | van den Oord et al. 2017, eq 3 |
 | gumbel   | gumbel.py   | soft assignment, learned          | Jang et al. 2017               |
 | fsq      | fsq.py      | implicit grid, nothing learned    | Mentzer et al. 2023            |
+
+Each file declares its quantizer and, as the class's `Config`, a frozen dataclass of its own
+options (documented where declared). A quantizer is built by keyword from its options:
+
+    build_quantizer("ema", dim=64, seed=0, num_codes=256, decay=0.99)
+
+A new quantizer is one file (a class taking (dim, config, seed) with its Config) plus one line
+in KINDS. A training config's `vq:` section names the options flat (model/config.py: VQConfig;
+model/vqvae.py); `options_of(kind, section)` reads the kind's own from it: option `x` is the
+section's `<kind>_x` where the section has one (`ema_decay`, `gumbel_kl_weight`, `fsq_levels`),
+else its `x`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+
 from model.quantizers.output import QuantizerOutput  # noqa: F401  (the quantizers' common output)
 
+# kind -> "module:class" (one line per quantizer)
+KINDS = {
+    "ema": "model.quantizers.ema:EMAQuantizer",
+    "gradient": "model.quantizers.gradient:GradientQuantizer",
+    "gumbel": "model.quantizers.gumbel:GumbelQuantizer",
+    "fsq": "model.quantizers.fsq:FSQuantizer",
+}
 
-def build_quantizer(kind: str, dim: int, num_codes: int, commitment_cost: float, ema_decay: float | None,
-                    epsilon: float, usage_threshold: float, init: str = "random", cosine: bool = False,
-                    estimator: str = "ste", gumbel: dict | None = None, fsq_levels: list[int] | None = None,
-                    seed: int = 0):
-    """The quantizer named by `kind` (ema, gradient, gumbel, fsq) with plain arguments."""
-    if kind == "ema":
-        from model.quantizers.ema import EMAQuantizer
 
-        return EMAQuantizer(dim, num_codes, commitment_cost, ema_decay, epsilon, usage_threshold, init,
-                            cosine, estimator, seed)
-    if kind == "gradient":
-        from model.quantizers.gradient import GradientQuantizer
+def quantizer_class(kind: str) -> type:
+    if kind not in KINDS:
+        raise ValueError(f"unknown quantizer kind {kind!r} (known: {', '.join(KINDS)})")
+    module, name = KINDS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
 
-        return GradientQuantizer(dim, num_codes, commitment_cost, usage_threshold, init, cosine, estimator, seed)
-    if kind == "gumbel":
-        from model.quantizers.gumbel import GumbelQuantizer
 
-        return GumbelQuantizer(dim, num_codes, seed=seed, **(gumbel or {}))
-    if kind == "fsq":
-        from model.quantizers.fsq import FSQuantizer
+def build_quantizer(kind: str, dim: int, seed: int = 0, **options):
+    """The quantizer `kind` on vectors of width `dim`, its options by keyword (its Config's
+    fields; the others keep their defaults); ValueError naming an option it does not have."""
+    cls = quantizer_class(kind)
+    known = [f.name for f in dataclasses.fields(cls.Config)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"quantizer {kind!r} has no option {unknown[0]!r} (its options: {', '.join(known)})")
+    return cls(dim, cls.Config(**options), seed=seed)
 
-        return FSQuantizer(dim, fsq_levels)
-    raise ValueError(f"unknown quantizer kind {kind!r}")
+
+def options_of(kind: str, section) -> dict:
+    """The options of quantizer `kind` that a config section (flat fields, any object) sets:
+    option `x` from the section's `<kind>_x` if it has one, else its `x`; options the section
+    lacks keep their defaults."""
+    out = {}
+    for f in dataclasses.fields(quantizer_class(kind).Config):
+        for name in (f"{kind}_{f.name}", f.name):
+            if hasattr(section, name):
+                value = getattr(section, name)
+                out[f.name] = tuple(value) if isinstance(value, list) else value
+                break
+    return out

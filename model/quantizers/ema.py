@@ -21,6 +21,8 @@ init, cosine codes, rotation trick) are in _codebook.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -28,15 +30,31 @@ from model.quantizers.output import QuantizerOutput
 from model.quantizers._codebook import CodebookQuantizer, initial_codebook, nearest_code
 
 
+@dataclass(frozen=True)
+class EMAConfig:
+    """The EMA quantizer's options (a training config's `vq:` section gives them by these names,
+    `decay` as `ema_decay`)."""
+
+    num_codes: int = 256  # K, the codebook's size
+    commitment_cost: float = 0.25  # beta of the commitment term (eq. 3)
+    decay: float = 0.99  # gamma of the EMA update (A.1, eqs. 6-7)
+    epsilon: float = 1e-5  # Laplace smoothing of the cluster sizes N_i
+    refresh_usage_threshold: float = 0.05  # dead: under this fraction of the fair share since the last refresh
+    init: str = "random"  # random | kmeans | uniform (_codebook.py: initial_codebook)
+    cosine: bool = False  # l2-normalised z and codes
+    estimator: str = "ste"  # ste | rotation: the gradient to the encoder
+
+
 class EMAQuantizer(CodebookQuantizer):
-    def __init__(self, dim: int, num_codes: int, commitment_cost: float, decay: float,
-                 epsilon: float = 1e-5, usage_threshold: float = 0.05, init: str = "random",
-                 cosine: bool = False, estimator: str = "ste", seed: int = 0):
-        super().__init__(num_codes, dim, usage_threshold, init, cosine, estimator, seed)
-        self.commitment_cost, self.decay, self.epsilon = commitment_cost, decay, epsilon
-        codebook = initial_codebook(num_codes, dim, init, seed)
+    Config = EMAConfig
+
+    def __init__(self, dim: int, config: EMAConfig, seed: int = 0):
+        c = config
+        super().__init__(c.num_codes, dim, c.refresh_usage_threshold, c.init, c.cosine, c.estimator, seed)
+        self.commitment_cost, self.decay, self.epsilon = c.commitment_cost, c.decay, c.epsilon
+        codebook = initial_codebook(c.num_codes, dim, c.init, seed)
         self.register_buffer("codebook", codebook)  # e   [K, D]
-        self.register_buffer("cluster_size", torch.ones(num_codes))  # N [K]
+        self.register_buffer("cluster_size", torch.ones(c.num_codes))  # N [K]
         self.register_buffer("embed_sum", codebook.clone())  # m   [K, D]
 
     def codebook_tensor(self) -> torch.Tensor:

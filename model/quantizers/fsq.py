@@ -15,6 +15,7 @@ with c_j' = round(b_j) + floor(L_j / 2) in 0..L_j - 1.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -22,9 +23,20 @@ from torch import nn
 from model.quantizers.output import QuantizerOutput
 
 
+@dataclass(frozen=True)
+class FSQConfig:
+    """FSQ's options (in a training config's `vq:` as `fsq_levels`)."""
+
+    levels: tuple[int, ...] = (8, 5, 5, 5)  # L_j per dimension; K = prod_j L_j (8,5,5,5: 1000 codes, as in the paper)
+    eps: float = 1e-3  # keeps tanh's bound off the half-way points
+
+
 class FSQuantizer(nn.Module):
-    def __init__(self, dim: int, levels: list[int], eps: float = 1e-3):
+    Config = FSQConfig
+
+    def __init__(self, dim: int, config: FSQConfig, seed: int = 0):  # seed: nothing random at init
         super().__init__()
+        levels, eps = config.levels, config.eps
         self.levels = list(levels)
         self.num_codes = math.prod(self.levels)
         self.project_in, self.project_out = nn.Linear(dim, len(levels)), nn.Linear(len(levels), dim)

@@ -12,6 +12,8 @@ _codebook.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,12 +22,26 @@ from model.quantizers.output import QuantizerOutput
 from model.quantizers._codebook import CodebookQuantizer, initial_codebook, nearest_code
 
 
+@dataclass(frozen=True)
+class GradientConfig:
+    """The gradient-learned quantizer's options (by these names in a training config's `vq:`)."""
+
+    num_codes: int = 256  # K, the codebook's size
+    commitment_cost: float = 0.25  # beta of the commitment term (eq. 3)
+    refresh_usage_threshold: float = 0.05  # dead: under this fraction of the fair share since the last refresh
+    init: str = "random"  # random | kmeans | uniform (_codebook.py: initial_codebook)
+    cosine: bool = False  # l2-normalised z and codes
+    estimator: str = "ste"  # ste | rotation: the gradient to the encoder
+
+
 class GradientQuantizer(CodebookQuantizer):
-    def __init__(self, dim: int, num_codes: int, commitment_cost: float, usage_threshold: float = 0.05,
-                 init: str = "random", cosine: bool = False, estimator: str = "ste", seed: int = 0):
-        super().__init__(num_codes, dim, usage_threshold, init, cosine, estimator, seed)
-        self.commitment_cost = commitment_cost
-        self.codebook = nn.Parameter(initial_codebook(num_codes, dim, init, seed))
+    Config = GradientConfig
+
+    def __init__(self, dim: int, config: GradientConfig, seed: int = 0):
+        c = config
+        super().__init__(c.num_codes, dim, c.refresh_usage_threshold, c.init, c.cosine, c.estimator, seed)
+        self.commitment_cost = c.commitment_cost
+        self.codebook = nn.Parameter(initial_codebook(c.num_codes, dim, c.init, seed))
 
     def codebook_tensor(self) -> torch.Tensor:
         return self.codebook

@@ -17,6 +17,7 @@ no dead-code refresh: every code keeps a gradient through the softmax.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -25,13 +26,27 @@ from model.quantizers._codebook import codebook_generator
 from model.quantizers.output import QuantizerOutput
 
 
+@dataclass(frozen=True)
+class GumbelConfig:
+    """The Gumbel-softmax quantizer's options (in a training config's `vq:` with a `gumbel_` prefix,
+    num_codes as it is)."""
+
+    num_codes: int = 256  # K, the codebook's size
+    temperature_start: float = 1.0  # tau at step 0
+    temperature_min: float = 0.1  # floor of the annealed tau
+    anneal_rate: float = 1e-3  # tau(t) = max(min, start * exp(-rate * t)), t in steps
+    kl_weight: float = 0.01  # weight of KL(code distribution || uniform)
+
+
 class GumbelQuantizer(nn.Module):
-    def __init__(self, dim: int, num_codes: int, temperature_start: float = 1.0,
-                 temperature_min: float = 0.1, anneal_rate: float = 1e-3, kl_weight: float = 0.01,
-                 seed: int = 0):
+    Config = GumbelConfig
+
+    def __init__(self, dim: int, config: GumbelConfig, seed: int = 0):
         super().__init__()
-        self.num_codes, self.kl_weight = num_codes, kl_weight
-        self.temperature_start, self.temperature_min, self.anneal_rate = temperature_start, temperature_min, anneal_rate
+        num_codes = config.num_codes
+        self.num_codes, self.kl_weight = num_codes, config.kl_weight
+        self.temperature_start, self.temperature_min = config.temperature_start, config.temperature_min
+        self.anneal_rate = config.anneal_rate
         self.to_logits = nn.Linear(dim, num_codes)
         # the codebook's own stream, not the model's (_codebook.py: codebook_generator)
         self.codebook = nn.Parameter(torch.randn(num_codes, dim, generator=codebook_generator(seed)))
