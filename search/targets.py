@@ -3,8 +3,8 @@ and the rules built on them.
 
 - `SEED`: the seed's checklist, literally (codebook usage, context and target effective rank,
   final val loss).
-- `SEED_NO_VQ`, `SEED_SIXTH_RUN`: the figures the seed reports for its no-VQ diagnostic and for
-  its failed sixth run; the study quotes them from here.
+- `SEED_NO_VQ`: the figures the seed reports for its no-VQ diagnostic (calibration starts from
+  them; its failed sixth run's figures and the signature rule are the study's: study/signature.py).
 - `calibrated()`: the same bars re-measured at our model size by `python scripts/study.py
   calibrate` (study/collapse.py), read from `search/calibrated_targets.yaml`. The seed put its rank
   bars just under its own no-VQ run's lowest ranks (SEED over SEED_NO_VQ's first-epoch ranks);
@@ -16,9 +16,6 @@ and the rules built on them.
 - The bars with no no-VQ figure in the seed (the gradient-norm mean and max, the val-loss spike)
   are the seed's in both sets: `SPIKE_RATIO`, `GRAD_MEAN_MAX`, `GRAD_MAX_MAX`.
 - `collapsed(...)`: the collapse rule of the search (its stopper, trials.csv's "collapsed").
-- `seed_signature(...)`: whether a run shows the seed's failure (usage below SIGNATURE_USAGE and
-  context rank below SIGNATURE_CONTEXT_RANK within SIGNATURE_BY_EPOCH epochs), the bar the
-  re-based `configs/sixth_run.yaml` is held to.
 
 Everything that judges a run reads these through search/judge.py (the checklist, the ranking of
 trials) or directly (search/score.py's margin, search/space.py's objective, the collapse stopper).
@@ -47,12 +44,9 @@ class Targets:
 
 SEED = Targets(usage=0.15, context_rank=10.0, target_rank=20.0, source="seed checklist (literal)",
                final_val_loss=8.0)
-# The seed's own figures, as its report gives them (../shared/seed): its no-VQ diagnostic (context
-# rank from its first to its last epoch, target rank likewise, final val loss) and its sixth run's
-# failure (usage from, to; the collapsed context rank's range; the epoch it stopped at, of its plan).
+# The seed's own figures for its no-VQ diagnostic, as its report gives them (../shared/seed): context
+# rank from its first to its last epoch, target rank likewise, final val loss.
 SEED_NO_VQ = {"context_rank": (12.7, 33.2), "target_rank": (24.7, 43.1), "final_val_loss": 7.75}
-SEED_SIXTH_RUN = {"usage": (0.24, 0.017), "context_rank": (1.36, 1.88), "stopped_at": 22, "planned_epochs": 80,
-                  "context_rank_start": 6.4}  # usage first -> last epoch; context rank's range at the end, and at the start
 CALIBRATION_RATIO = 0.8  # the seed's rank bars over its no-VQ run's lowest ranks: 10 / 12.7 and 20 / 24.7, rounded
 VAL_LOSS_RATIO = SEED.final_val_loss / SEED_NO_VQ["final_val_loss"]  # the seed's val-loss bar over its no-VQ final
 # The seed's bars that have no calibrated counterpart (its no-VQ run's gradient norms are not given).
@@ -61,8 +55,6 @@ CALIBRATED_FILE = Path(__file__).with_name("calibrated_targets.yaml")
 
 # The collapse stopper's defaults (search/space.py Objective): usage under 2% for 3 epochs in a row.
 COLLAPSE_USAGE_FLOOR, COLLAPSE_PATIENCE = 0.02, 3
-# The seed's failure, as measured there: usage 24% -> 1.7%, context rank 6.4 -> 1.36-1.88.
-SIGNATURE_USAGE, SIGNATURE_CONTEXT_RANK, SIGNATURE_BY_EPOCH = 0.05, 3.0, 30
 
 
 def calibrated(path: Path = CALIBRATED_FILE) -> Targets:
@@ -105,18 +97,6 @@ def collapsed(usage_history: list[float], floor: float = COLLAPSE_USAGE_FLOOR,
     (NaN, i.e. no codes, never counts as low)."""
     last = usage_history[-patience:]
     return len(last) == patience and all(math.isfinite(u) and u < floor for u in last)
-
-
-def seed_signature(history: list[dict]) -> dict:
-    """Does the run show the seed's failure: usage below 5% and context rank below 3 at some
-    epoch within the first 30? -> {"reproduced": bool, "epoch": first such epoch or None,
-    "min_usage": ..., "min_context_rank": ...} over those epochs."""
-    rows = [h for h in history if h["epoch"] <= SIGNATURE_BY_EPOCH]
-    hit = next((h["epoch"] for h in rows if h["codebook/usage"] < SIGNATURE_USAGE
-                and h["rank/context"] < SIGNATURE_CONTEXT_RANK), None)
-    return {"reproduced": hit is not None, "epoch": hit,
-            "min_usage": min((h["codebook/usage"] for h in rows), default=math.nan),
-            "min_context_rank": min((h["rank/context"] for h in rows), default=math.nan)}
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ import yaml
 from model.io import atomic_write_json, atomic_write_text
 from search.export import read_json, read_jsonl
 from search.runs import TrainRun
-from search.targets import (CALIBRATED_FILE, CALIBRATION_RATIO, SEED, VAL_LOSS_RATIO, calibrate_from, calibrated, seed_signature)
+from search.targets import CALIBRATED_FILE, CALIBRATION_RATIO, SEED, VAL_LOSS_RATIO, calibrate_from, calibrated
+from study.signature import seed_signature
 
 from study.common import final_value, finite_mean, run_summary, trial_base, trials_with_rows, plot_runs, run_many
 from study.protocol import (COLLAPSE_NAME, COLLAPSE_SPACE, CONFIRM_CONFIGS, CONFIRM_EPOCHS, CONFIRM_SEEDS, DOCS,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from search.export import read_jsonl
 from search.runs import TrainRun
-from search.targets import (SIGNATURE_CONTEXT_RANK,
-                            SIGNATURE_USAGE, Targets, calibrated, seed_signature)
+from search.targets import Targets, calibrated
+from study.signature import SIGNATURE_CONTEXT_RANK, SIGNATURE_USAGE, seed_signature
 from concurrent.futures import ThreadPoolExecutor
 
 from search.runs import train_subprocess
@@ -81,7 +81,7 @@ def run_summary(config: str, name: str, run: TrainRun, planned: int, targets: Ta
 
 def plot_runs(runs: list[dict], path: Path, title: str, seed_points: bool = False) -> None:
     """Per-epoch usage, context and target rank and val loss of `runs`, one colour per config;
-    seed_points: the seed's sixth run beside them (search/targets.py SEED_SIXTH_RUN: usage and
+    seed_points: the seed's sixth run beside them (study/signature.py SEED_SIXTH_RUN: usage and
     context rank at its first epoch and at its last, epoch 22)."""
     import matplotlib
 
@@ -106,7 +106,7 @@ def plot_runs(runs: list[dict], path: Path, title: str, seed_points: bool = Fals
     axes[0].axhline(SIGNATURE_USAGE, color="k", ls=":", lw=1, label=f"signature: usage < {SIGNATURE_USAGE:.0%}")
     axes[1].axhline(SIGNATURE_CONTEXT_RANK, color="k", ls=":", lw=1, label=f"signature: rank < {SIGNATURE_CONTEXT_RANK:g}")
     if seed_points:
-        from search.targets import SEED_SIXTH_RUN as seed
+        from study.signature import SEED_SIXTH_RUN as seed
 
         last = seed["stopped_at"]
         axes[0].plot([1, last], list(seed["usage"]), "k*", ms=9, label="the seed's sixth run")

@@ -13,8 +13,8 @@ import math
 from pathlib import Path
 
 from model.io import atomic_write_text
-from search.targets import (GRAD_MAX_MAX, GRAD_MEAN_MAX, SEED, SEED_NO_VQ, SEED_SIXTH_RUN, SIGNATURE_BY_EPOCH,
-                            SIGNATURE_CONTEXT_RANK, SIGNATURE_USAGE)
+from search.targets import GRAD_MAX_MAX, GRAD_MEAN_MAX, SEED, SEED_NO_VQ
+from study.signature import SEED_SIXTH_RUN, SIGNATURE_BY_EPOCH, SIGNATURE_CONTEXT_RANK, SIGNATURE_USAGE
 from model.objects import SHAPE_SIZE
 from search.judge import item_ids
 from study.protocol import (CONFIRM_EPOCHS, CONFIRM_SEEDS, DOCS, MAIN_VERIFY_SEEDS, PRODUCTION_EPOCHS, RANKCORR_GOAL,
@@ -58,7 +58,7 @@ def section_question() -> list[str]:
         f"(2) confirm what it finds over {len(CONFIRM_SEEDS)} seeds, (3) recalibrate the rank targets against our own "
         "no-VQ run, (4) measure whether the search's score ranks configs the same way under another seed, "
         "and (5) ask whether the codes name anything.", "",
-        f"The seed's signature, as tested everywhere below (search/targets.py: seed_signature): at some "
+        f"The seed's signature, as tested everywhere below (study/signature.py: seed_signature): at some "
         f"epoch within the first {SIGNATURE_BY_EPOCH}, codebook usage below {SIGNATURE_USAGE:.0%} *and* "
         f"context rank below {SIGNATURE_CONTEXT_RANK:g}.", "",
         f"**Read sections 1-15 with section 16.** Their runs were made up to commit {SHARED_STREAM_COMMIT}, when the "
@@ -820,11 +820,11 @@ def section_start(s: dict | None) -> list[str]:
     for r in runs:
         reproduced.setdefault(r["config"], []).append(bool(r["signature"].get("reproduced")))
     lines += ["", f"Across the refreshes above, the usage just before the next refresh is {_range(kept, '{:.0%}')} of the "
-              "usage right after one. The seed's signature (usage < 5% and context rank < 3 within "
-              f"{CONFIRM_EPOCHS} epochs, search/targets.py) appears in: "
+              f"usage right after one. The seed's signature (usage < {SIGNATURE_USAGE:.0%} and context rank < "
+              f"{SIGNATURE_CONTEXT_RANK:g} within {SIGNATURE_BY_EPOCH} epochs, study/signature.py) appears in: "
               + "; ".join(f"{c} {sum(v)}/{len(v)} seeds" for c, v in reproduced.items()) + ".", "",
               "![start](study/start.png)", "",
-              "The stars are the seed's sixth run (its first and last epoch; search/targets.py SEED_SIXTH_RUN).", ""]
+              "The stars are the seed's sixth run (its first and last epoch; study/signature.py SEED_SIXTH_RUN).", ""]
     return lines
 
 

@@ -25,7 +25,8 @@ import yaml
 from model.io import atomic_write_json, atomic_write_text
 from search.export import read_json, read_jsonl
 from search.judge import across_seeds, checklist
-from search.targets import SEED, SEED_NO_VQ, calibrate_from, seed_signature
+from search.targets import SEED, SEED_NO_VQ, calibrate_from
+from study.signature import seed_signature
 from study.common import first_refresh, run_many
 from study.collapse import summarise_collapse
 from study.protocol import (COLLAPSE_SPACE, DISTANCE_HELD_OUT_SEEDS, DISTANCE_SEEDS, DISTANCE_VARIANTS, DOCS,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from search.targets import SIGNATURE_BY_EPOCH
+from study.signature import SIGNATURE_BY_EPOCH
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: the study runs its scripts, configs and spaces
 TRAIN_SCRIPT = ROOT / "scripts" / "train.py"

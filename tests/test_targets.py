@@ -1,4 +1,5 @@
-"""search/targets.py: one home for the thresholds, the collapse rule and the seed's signature."""
+"""search/targets.py: one home for the thresholds and the collapse rule; the study's seed signature
+(study/signature.py)."""
 
 import json
 import math
@@ -6,6 +7,7 @@ import math
 import pytest
 
 from search import targets as T
+from study.signature import seed_signature
 from search.judge import checklist
 from search.score import diverged_score, objective_score, run_score
 from search.space import load_space
@@ -28,10 +30,10 @@ def row(epoch, usage, ctx):
 
 
 def test_seed_signature_needs_low_usage_and_low_rank_in_the_same_epoch_within_30():
-    assert T.seed_signature([row(1, 0.24, 6.4), row(9, 0.017, 1.4)]) == {
+    assert seed_signature([row(1, 0.24, 6.4), row(9, 0.017, 1.4)]) == {
         "reproduced": True, "epoch": 9, "min_usage": 0.017, "min_context_rank": 1.4}
-    assert not T.seed_signature([row(1, 0.03, 9.0), row(2, 0.3, 2.0)])["reproduced"]
-    assert not T.seed_signature([row(31, 0.01, 1.0)])["reproduced"]  # too late
+    assert not seed_signature([row(1, 0.03, 9.0), row(2, 0.3, 2.0)])["reproduced"]
+    assert not seed_signature([row(31, 0.01, 1.0)])["reproduced"]  # too late
 
 
 def test_calibration_rule_and_file(tmp_path):
