@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from model.io import atomic_write_text
-from search.targets import GRAD_MAX_MAX, GRAD_MEAN_MAX, SEED, SEED_NO_VQ
+from search.targets import COLLAPSE_USAGE_FLOOR, GRAD_MAX_MAX, GRAD_MEAN_MAX, SEED, SEED_NO_VQ
 from study.signature import SEED_SIXTH_RUN, SIGNATURE_BY_EPOCH, SIGNATURE_CONTEXT_RANK, SIGNATURE_USAGE
 from model.objects import SHAPE_SIZE
 from search.judge import item_ids
@@ -260,14 +260,27 @@ def section_codes() -> list[str]:
             "the excess over chance says the codes name colours. The tables above show them for each run.", ""]
 
 
-def section_part2() -> list[str]:
+def _part1_finding(collapse: dict | None, confirm: dict | None) -> str:
+    """What Part 1 found, from its summaries: the signature's count in the failure-seeking search
+    and in the seed's runs over seeds."""
+    if collapse is None or confirm is None:
+        return "Part 1 has not run yet (python scripts/study.py collapse, confirm)."
+    found = [f"in {collapse['signature_reproduced']} of the failure-seeking search's {len(collapse['trials'])} trials",
+             f"in {sum(r['signature'].get('reproduced', False) for r in confirm['runs'])} of "
+             f"{len(confirm['runs'])} runs of the seed's configs over seeds"]
+    none = collapse["signature_reproduced"] == 0 and not any(r["signature"].get("reproduced") for r in confirm["runs"])
+    return (f"Part 1 found the seed's signature {' and '.join(found)}"
+            + ("; there was no collapse to rescue at the seed's settings." if none else "."))
+
+
+def section_part2(collapse: dict | None = None, confirm: dict | None = None) -> list[str]:
     return ["# Part 2: the search fixing it", "",
             "The search's score is the checklist itself, judged on the whole run so far (search/score.py): the "
             "number of checklist items a trial passes, plus a health margin in [0, 1) that breaks ties. So no "
             "item is out of the search's sight: usage *throughout*, the gradient norms of every epoch, the "
-            "spike rule and the early stop all count, not only the last epoch. Part 1 found no collapse to "
-            "rescue at the seed's settings; what the seed's sixth run does fail here (section 2's table) is what "
-            "the search must fix.", "",
+            "spike rule and the early stop all count, not only the last epoch. "
+            + _part1_finding(collapse, confirm) + " What the seed's sixth run does fail here (section 2's table) is "
+            "what the search must fix.", "",
             "The main command's space (`spaces/vq_gentle.yaml`) searches, besides the seed's six VQ knobs, the "
             "context aggregator over the ordered context, attention or a GRU (the seed's Phase 2; its checklist asks "
             "for aggregation that preserves sequential information, which mean pooling does not), the codebook's "
@@ -701,6 +714,8 @@ def section_patience(s: dict | None) -> list[str]:
     later = [n for n, r in every.items() if r["stop_plain"] and (r["stop_band"] is None or r["stop_band"] > r["stop_plain"])]
     unhealthy_later = [n for n in later if every[n]["health_failed"]]
     improving = sum(every[n]["best_epoch"] > every[n]["stop_plain"] for n in later)
+    n_low = sum(r["min_usage"] < COLLAPSE_USAGE_FLOOR for r in every.values())
+    spike, spike_at = SEED_SIXTH_RUN["val_loss_spike"]
     lines += ["", f"**Answer.** The plain rule stops {sum(bool(r['stop_plain']) for r in every.values())} of these "
               f"{len(every)} runs before their last epoch, the band rule {sum(bool(r['stop_band']) for r in every.values())}. "
               f"The band rule runs longer in {len(later)} of them, and {improving} of those {len(later)} reach their best "
@@ -708,9 +723,12 @@ def section_patience(s: dict | None) -> list[str]:
               f"health item ({', '.join(unhealthy_later) or 'none'}), which the checklist's other items judge whatever "
               "the patience rule does. By construction the two rules differ only on epochs whose val "
               f"loss lies within {_pct(tol)} of the best: a run whose val loss rises past the band and stays there (the "
-              "seed's spike to 27.2, about 3x) is stopped at the same epoch by both (tests/test_early_stopping.py). No "
-              "run here collapses, so none shows that case on real data; the seed does not give its sixth run's "
-              "per-epoch val losses, so whether its epochs 14-22 stayed above the band cannot be replayed.", ""]
+              f"seed's spike to {spike:g} at epoch {spike_at}) is stopped at the same epoch by both "
+              f"(tests/test_early_stopping.py). {n_low} of these {len(every)} runs {'has' if n_low == 1 else 'have'} "
+              f"usage under the collapse floor ({_pct(COLLAPSE_USAGE_FLOOR)}, search/targets.py) in some epoch"
+              + (", so none shows that case on real data" if n_low == 0 else "")
+              + "; the seed does not give its sixth run's per-epoch val losses, so whether its epochs "
+              f"{spike_at + 1}-{SEED_SIXTH_RUN['stopped_at']} stayed above the band cannot be replayed.", ""]
     return lines
 
 
@@ -885,7 +903,7 @@ def write_study_doc(docs: Path = DOCS, out: Path = OUT) -> Path:
              + section_codes())
     # the interpretation, written by hand, no figures (they live in the tables): part 1, then part 2
     ref, unq = _load("reference", docs), _load("unquantized", docs)
-    for notes, extra in ((docs / "notes.md", section_part2() + section_main(_load("main", docs), ref, unq)
+    for notes, extra in ((docs / "notes.md", section_part2(_load("collapse", docs), _load("confirm", docs)) + section_main(_load("main", docs), ref, unq)
                           + section_production(_load("production", docs), ref, unq) + section_fixes(_load("fixes", docs))
                           + section_searches(_load("searches", docs))),
                          (docs / "notes_part2.md", [])):
