@@ -824,7 +824,12 @@ def section_start(s: dict | None) -> list[str]:
                      f"{_f(first.get('rank/context'))} | {_pct(r['min']['codebook/usage'])} | "
                      f"{_pct(final['codebook/usage'])} | {_f(final['rank/context'])} | {_f(final['rank/target'])} | "
                      f"{_f(final['val/loss'])} | {'reproduced' if r['signature'].get('reproduced') else 'no'} |")
-    lines += ["", "After each dead-code refresh (every 500 steps, as the seed's): usage the epoch before, at the refresh, "
+    from model.config import load_config
+
+    interval = load_config(ROOT / "configs" / "sixth_run.yaml").vq.refresh_interval
+    seeds = "as the seed's" if interval == SEED_SIXTH_RUN["refresh_interval"] else f"the seed's: {SEED_SIXTH_RUN['refresh_interval']}"
+    lines += ["", f"After each dead-code refresh (every {interval} steps, configs/sixth_run.yaml's; {seeds}): usage "
+              "the epoch before, at the refresh, "
               "and at the last epoch before the next one. Do revived codes stay used?", "",
               "| run | refresh at epoch | usage before | at the refresh | before the next (epoch) |", "|---|---|---|---|---|"]
     for r in runs:

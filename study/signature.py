@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 
 # The seed's sixth run: usage first -> last epoch; context rank's range at the end, and at the start;
-# the epoch it stopped at, of its plan; its val-loss spike (value, epoch).
+# the epoch it stopped at, of its plan; its val-loss spike (value, epoch); its dead-code refresh's interval (steps).
 SEED_SIXTH_RUN = {"usage": (0.24, 0.017), "context_rank": (1.36, 1.88), "stopped_at": 22, "planned_epochs": 80,
-                  "context_rank_start": 6.4, "val_loss_spike": (27.2, 13)}
+                  "context_rank_start": 6.4, "val_loss_spike": (27.2, 13), "refresh_interval": 500}
 # The seed's failure, as measured there: usage 24% -> 1.7%, context rank 6.4 -> 1.36-1.88.
 SIGNATURE_USAGE, SIGNATURE_CONTEXT_RANK, SIGNATURE_BY_EPOCH = 0.05, 3.0, 30
 
