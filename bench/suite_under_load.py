@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             alive_at_end = search_alive(driver)
             search.send_signal(signal.SIGINT)  # Ctrl-C: the search stops cleanly, resumable
             code = search.wait(timeout=600)
-            tail = (folder / "search.log").read_text().splitlines()[-3:]
+            # the log's last lines, its paths relative (the temporary folder and this checkout are no reader's)
+            tail = [line.replace(f"{folder}/", "").replace(f"{ROOT}/", "")
+                    for line in (folder / "search.log").read_text().splitlines()[-3:]]
         finally:
             if search.poll() is None:
                 os.killpg(search.pid, signal.SIGKILL)
