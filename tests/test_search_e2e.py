@@ -197,12 +197,12 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 def test_fractional_gpus_pack_four_trials_per_gpu(tmp_path):
     """One logical GPU, trials at gpu 0.25 (and cpu 0.25, so the GPU is what limits them): four
-    trials share the GPU at once, never five. Each trial outlasts a fresh worker's start (24 epochs,
-    ~10 s): with 8 epochs (~3.5 s) the two workers Ray starts first ran the first four trials two by
-    two before the other two workers were up (overlap 2, seen on an idle 2-core machine)."""
+    trials share the GPU at once, never five. Each trial outlasts the start of the fourth worker
+    (60 epochs, ~30 s): on 2 cores Ray starts trial workers two at a time, and the fourth began its
+    trial ~12 s after the first (with 8 epochs, ~3.5 s trials, the overlap was 2; with 24, ~12 s, 3)."""
     proc = run_script("scripts/search.py", "spaces/smoke.yaml", "--storage", str(tmp_path), "--name", "gpu",
                       "--num-gpus", "1", "--gpu", "0.25", "--cpu", "0.25", "--num-samples", "6",
-                      "--max-epochs", "24", "--no-early-stopping", timeout=600)
+                      "--max-epochs", "60", "--no-early-stopping", timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     placements = [json.loads(p.read_text()) for p in (tmp_path / "gpu").glob("*/run/placement.json")]
     assert len(placements) == 6
