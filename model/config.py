@@ -161,16 +161,17 @@ class VQConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> "VQConfig":
-        from model.quantizers import KINDS
+        from model.quantizers import KINDS, options_of
 
         if self.kind not in KINDS:
             raise ValueError(f"kind: {self.kind!r} is not a quantizer (known: {', '.join(KINDS)})")
         if self.ema_decay is None and self.kind == "ema":
             raise ValueError("ema_decay: null means no EMA (the seed's option C): set kind: gradient")
-        if self.kind in ("gumbel", "fsq"):
-            for key, default in (("init", "random"), ("cosine", False), ("estimator", "ste")):
-                if getattr(self, key) != default:
-                    raise ValueError(f"{key}: {getattr(self, key)!r} applies to kind ema or gradient, not {self.kind}")
+        own = options_of(self.kind, self)  # the options the kind's own Config declares
+        for key, default in (("init", "random"), ("cosine", False), ("estimator", "ste")):
+            if key not in own and getattr(self, key) != default:
+                takers = [k for k in KINDS if key in options_of(k, self)]
+                raise ValueError(f"{key}: {getattr(self, key)!r} applies to kind {' or '.join(takers)}, not {self.kind}")
         if any(level < 2 for level in self.fsq_levels):
             raise ValueError(f"fsq_levels must all be >= 2, got {self.fsq_levels}")
         if self.gumbel_temperature_min > self.gumbel_temperature_start:

@@ -55,7 +55,6 @@ from model.runlog import RunLog
 from search import metrics as registry
 
 
-
 class TrainerError(Exception):
     """A trainer broke the contract at run time (the trial fails with this message)."""
 

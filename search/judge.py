@@ -36,11 +36,6 @@ from search import metrics
 from search.targets import SEED, Targets
 
 
-def item_ids() -> tuple[str, ...]:
-    """The checklist's items, in order (search/metrics.py: the registry's checks)."""
-    return metrics.item_ids()
-
-
 def sign(mode: str) -> int:
     """+1 for mode max (goal health), -1 for mode min (goal collapse): better means larger sign * value."""
     if mode not in ("max", "min"):
@@ -85,7 +80,7 @@ def _judged(rule: str, history: list[dict], key: str, bar: float) -> tuple[bool,
 
 
 def checklist(history: list[dict], planned_epochs: int, targets: Targets = SEED) -> dict[str, dict]:
-    """Each item id (item_ids()) -> {"pass", "value", "epoch", "threshold", "label"} under `targets`,
+    """Each item id (search/metrics.py: item_ids()) -> {"pass", "value", "epoch", "threshold", "label"} under `targets`,
     one per checked metric of the registry (search/metrics.py). An item whose metric (nor its
     or_else) the run never reports is n/a. An empty history fails (one item, "ran")."""
     if not history:
@@ -151,7 +146,7 @@ def judge(history: list[dict], planned_epochs: int, targets: Targets = SEED) -> 
 
 def _shown(item_id: str, value) -> str:
     """An item's deciding value as its metric shows it, with the rule's word: 'min 3.9%', 'max 1.20x'."""
-    m = next((m for m in metrics.checked_metrics() if m.check.item == item_id), None)
+    m = metrics.item_metric(item_id)
     if m is None:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
     if m.check.rule == "spike_below":

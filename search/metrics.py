@@ -111,11 +111,6 @@ REGISTRY: tuple[Metric, ...] = (
 )
 
 
-def metric(name: str) -> Metric:
-    """The declared metric `name`; an undeclared one is shown plainly (4 significant digits)."""
-    return next((m for m in REGISTRY if m.name == name), Metric(name, name))
-
-
 def checked_metrics() -> list[Metric]:
     """The metrics the checklist judges, in the checklist's order."""
     return [m for m in REGISTRY if m.check is not None]
@@ -136,8 +131,9 @@ def settled_on_failure() -> tuple[str, ...]:
     return tuple(m.check.item for m in checked_metrics() if m.check.rule in SETTLED_ON_FAILURE)
 
 
-def item_metric(item: str) -> Metric:
-    return next(m for m in checked_metrics() if m.check.item == item)
+def item_metric(item: str) -> Metric | None:
+    """The metric whose check is `item` (None for an item the registry does not declare, "ran")."""
+    return next((m for m in checked_metrics() if m.check.item == item), None)
 
 
 def table_columns() -> dict[str, str]:

@@ -36,7 +36,8 @@ from pathlib import Path
 
 from model.io import atomic_write_json
 from search.export import RACE_OUTCOME_FILE, planned_epochs, read_json, read_jsonl, read_trials
-from search.judge import checklist, item_ids, ranked, verdict
+from search.judge import checklist, ranked, verdict
+from search.metrics import item_ids
 from search.score import margin_of
 from search.targets import read_judging
 

@@ -31,7 +31,7 @@ import yaml  # noqa: E402
 from model.io import atomic_write_text  # noqa: E402
 from search.export import RACE_OUTCOME_FILE, TrialRecord, planned_epochs, read_json, read_jsonl, read_trials  # noqa: E402
 from search import metrics  # noqa: E402
-from search.judge import format_item, item_ids, judge, ranked  # noqa: E402
+from search.judge import format_item, judge, ranked  # noqa: E402
 from search.score import items_passed  # noqa: E402
 from search.targets import SEED, Targets, read_judging  # noqa: E402
 from search.versions import drift, recorded  # noqa: E402
@@ -300,7 +300,7 @@ def _top_lines(top: list[TrialRecord], params: list[str], judging) -> list[str]:
     lines = ["", f"## Top {len(top)} trials", ""]
     rows = [(t, judge(read_jsonl(t.path / "run" / "metrics.jsonl"), planned_epochs(t), judging.targets)) for t in top]
     label_of = {k: v["label"] for _, j in rows for k, v in j.items.items()}
-    labels = [k for k in item_ids() if k in label_of]
+    labels = [k for k in metrics.item_ids() if k in label_of]
     header = ["trial", "status", "epochs", "final score", "best score", *[f"`{p}`" for p in params],
               *[label_of[k] for k in labels], "items passed (seed's literal targets)"]
     lines += ["Each checklist column shows the verdict with the targets in force and the value that decided "

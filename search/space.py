@@ -216,7 +216,8 @@ class SearchSpace(_Strict):
         default="tpe", description="Optuna sampler (single objective; multi-objective uses NSGA-II).")
     metrics: dict[str, str] = Field(
         default_factory=dict, description="A trainer of your own: the checklist's metric names mapped to the names "
-        "it reports, e.g. {rank/context: rank/encoder} (search/metrics.py; the JEPA reports the checklist's names).")
+        "it reports, e.g. {rank/context: rank/encoder} (search/metrics.py; the JEPA reports the checklist's names). "
+        "Absent: the base run file's `metrics:`, if it has one.")
 
     @model_validator(mode="after")
     def _check(self) -> "SearchSpace":
@@ -234,9 +235,12 @@ class LoadedSpace:
     trainer without one). `trainer_root`: the folder the search runs in, where a trial's
     process imports a contract trainer from."""
 
-    def __init__(self, path: Path, space: SearchSpace, base_path: Path | None, base: dict[str, Any]):
+    def __init__(self, path: Path, space: SearchSpace, base_path: Path | None, base: dict[str, Any],
+                 metric_names: dict[str, str] | None = None):
         self.path, self.space, self.base_path, self.base = path, space, base_path, base
         self.trainer_root = str(Path.cwd())
+        # a contract trainer's names for the checklist's metrics: the space's `metrics:`, else its base run file's
+        self.metric_names = dict(space.metrics or metric_names or {})
 
     @property
     def trainer(self) -> str | None:
@@ -335,15 +339,19 @@ def _load_contract_space(path: Path, space: SearchSpace) -> LoadedSpace:
     load_trainer(space.trainer, f"{path}: trainer")
     base_path = _resolve_base(path, space.base) if space.base is not None else None
     base = read_yaml_mapping(base_path) if base_path is not None else {}
-    if "trainer" in base:  # a run file (python scripts/train.py runs it): its config is the base
+    names = {}
+    if "trainer" in base:  # a run file (python scripts/train.py runs it): its config is the base, its name map too
+        from search.contract import read_run_file
+
         if base["trainer"] != space.trainer:
             raise ConfigError(f"{path}: base: {base_path} is a run file of trainer {base['trainer']!r}, "
                               f"not the space's {space.trainer!r}")
+        names = read_run_file(base, str(base_path)).get("metrics", {})
         base = base.get("config") or {}
     for key, value in space.set.items():
         set_dotted(base, key, value)
     _check_params(path, space.params)
-    return LoadedSpace(path, space, base_path, base)
+    return LoadedSpace(path, space, base_path, base, names)
 
 
 def _value_error(base: dict[str, Any], key: str, value: Any) -> str | None:

@@ -180,8 +180,9 @@ def _train_contract(config: dict, space: LoadedSpace, epochs: int, trial_id: str
         sys.path.insert(0, space.trainer_root)  # the folder the search runs in: the trainer imports from there
     trainer = load_trainer(space.trainer, "trainer")
     nested = space.contract_config(config)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(run_file(space.trainer, trial_id, seed, epochs, nested, space.space.metrics),
-                                                              sort_keys=False))
+    atomic_write_text(run_dir / "config.yaml",
+                      yaml.safe_dump(run_file(space.trainer, trial_id, seed, epochs, nested, space.metric_names),
+                                     sort_keys=False))
     metadata = (checkpoint.get_metadata() or {}) if checkpoint is not None else {}
     kept = int(metadata.get("epoch", 0))  # a retry without a checkpoint starts over
     # the checkpoint's own history (older checkpoints have none: this node's metrics.jsonl)
@@ -190,7 +191,7 @@ def _train_contract(config: dict, space: LoadedSpace, epochs: int, trial_id: str
     # each report's checkpoint carries the run's history so far (Run.report appends before it sends)
     run = Run(space.trainer, epochs, seed, run_dir, restored, history, score=scorer,
               send=lambda row, checkpoint_dir, final: reported(row, checkpoint_dir, final, run.history),
-              names=space.space.metrics)
+              names=space.metric_names)
     diverged = None
     try:
         trainer(nested, run)

@@ -16,7 +16,7 @@ from model.io import atomic_write_text
 from search.targets import COLLAPSE_USAGE_FLOOR, GRAD_MAX_MAX, GRAD_MEAN_MAX, SEED, SEED_NO_VQ
 from study.signature import SEED_SIXTH_RUN, SIGNATURE_BY_EPOCH, SIGNATURE_CONTEXT_RANK, SIGNATURE_USAGE
 from model.objects import SHAPE_SIZE
-from search.judge import item_ids
+from search.metrics import item_ids
 from study.protocol import (CONFIRM_EPOCHS, CONFIRM_SEEDS, DOCS, MAIN_VERIFY_SEEDS, PRODUCTION_EPOCHS, RANKCORR_GOAL,
                             ROOT, SHARED_STREAM_COMMIT)
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from search.judge import across_seeds, checklist, format_item, item_ids, judge, ranked, sign, verdict
+from search.judge import across_seeds, checklist, format_item, judge, ranked, sign, verdict
+from search.metrics import item_ids
 from search.targets import SEED, Targets
 
 

@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from search.judge import can_still_pass, checklist, item_ids
+from search.judge import can_still_pass, checklist
+from search.metrics import item_ids
 from search.race import SeedRun, eliminated, ranking
 from search.score import checklist_score, margin_of
 from tests.conftest import ROOT, run_script

@@ -10,7 +10,8 @@ import yaml
 
 from search import metrics
 from search.export import export_best
-from search.judge import checklist, format_item, item_ids
+from search.judge import checklist, format_item
+from search.metrics import item_ids
 from search.runner import trial_table
 from search.score import run_score
 
