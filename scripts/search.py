@@ -69,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     from search import ray_env
 
     ray_env.apply(joining_cluster=bool(args.address or os.environ.get("RAY_ADDRESS")))  # before Ray is imported
+    from search.ray_start import start_ray_while_importing
+
+    try:  # Ray starts while the search code (Ray Tune, Optuna, torch) is imported
+        ray_started, _ = start_ray_while_importing("search.runner", args.address, args.dashboard_host, args.num_gpus)
+    except KeyboardInterrupt:
+        print("interrupted before the search started; nothing was kept", file=sys.stderr)
+        return 130
     from search.runner import ContractBroken, SearchOptions, format_command, run_search
 
     exp_dir = location.local
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                          dashboard_host=args.dashboard_host, num_gpus=args.num_gpus,
                          command=format_command([a for a in argv if a != "--resume"]), **settings)
     try:
-        best, interrupted = run_search(loaded, opts)
+        best, interrupted = run_search(loaded, opts, ray_started)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -185,5 +192,17 @@ def print_outcome(best, exp_dir: Path, remote: str | None) -> None:
         print(f"experiment stored in {remote} (trial folders, checkpoints and the files above)")
 
 
+def exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown of torch, Ray, pandas and the rest (~1 s here,
+    bench/search_efficiency.py's "process's exit"): by now every file is written and closed and
+    Ray is stopped, so only the console's and the logging's buffers are left to flush."""
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

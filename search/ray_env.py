@@ -33,3 +33,11 @@ def apply(joining_cluster: bool) -> None:
         os.environ.setdefault(key, value)
     if joining_cluster:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def allow_pending_trials(slots: int) -> None:
+    """How many trials Ray Tune starts at once (TUNE_MAX_PENDING_TRIALS_PG, read when fit()
+    starts). With a searcher and no ConcurrencyLimiter, Tune's "auto" is 1: the second trial is
+    created only when the first one's worker is up (~2 s here), so trials start one after
+    another. `slots`: the trials the cluster holds at once. A value already set wins."""
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, slots)))

@@ -1,7 +1,8 @@
 """The search driver: Ray Tune runs the trials, Optuna (TPE) proposes them, ASHA stops them.
 
     run_search(loaded, opts)
-        start_ray            a local Ray with its dashboard, or join a cluster (--address)
+        start_ray            a local Ray with its dashboard, or join a cluster (--address); begun by
+                             scripts/search.py while this module is imported (search/ray_start.py)
         build_trainable      the Ray adapter (search/trainable.py) as the TrialWorker that runs trial after trial
         prepare_experiment   the folder and what describes it: space.yaml, targets.json, command.txt, versions.json
         build_searcher       Optuna through Ray's OptunaSearch, the budget counted in the study (search/optuna_search.py)
@@ -10,7 +11,8 @@
         (restore_tuner       --resume: Tuner.restore instead of the three above)
         run_race             the final race (the space's `final:`): the top trials on fresh seeds at the
                              production budget, a second Ray experiment in <experiment>/final (search/race.py)
-        finish               mirror a URI experiment, set aside orphans, export the best, report, upload
+        export_and_report    mirror a URI experiment, set aside orphans, export the best, report
+                             (on a helper thread while Ray stops); then search_time.json, upload
 
     results/<experiment>/               Ray's experiment folder (storage_path/name)
         trial_<id>/                     per trial: params.json, result.json, checkpoints, run/ (the
@@ -58,6 +60,7 @@ import shutil
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,12 +76,13 @@ from ray.tune.stopper import Stopper
 
 from model.config import ConfigError
 from model.io import atomic_write_json, atomic_write_text
-from search import metrics, race, versions
+from search import metrics, race, ray_env, versions
 from search.contract import trainer_error_in
 from search.export import RACE_OUTCOME_FILE, export_best
 from search.judge import sign
 from search.optuna_search import BudgetedSearch, PruningAwareOptunaSearch, ReconcileAfterRestore, SamplerFactory
 from search.race import RACE_DIR, RACE_KEY
+from search.ray_start import RayStarted, start_ray
 from search.space import DefineByRun, Final, LoadedSpace
 from search.storage import DRIVER_FILES, Location, download, remote_file_exists, set_aside, upload
 from search.targets import JUDGING_FILE, Judging, collapsed
@@ -429,31 +433,15 @@ class ResultsReporter(tune.CLIReporter):
         return "\n".join(out)
 
 
-def start_ray(opts: SearchOptions):
-    """Join a cluster (--address or RAY_ADDRESS) or start a local one with the dashboard."""
-    import ray
-
-    address = opts.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        context = ray.init(address=address, log_to_driver=True)
-    else:
-        context = ray.init(include_dashboard=True, dashboard_host=opts.dashboard_host,
-                           num_gpus=opts.num_gpus, log_to_driver=True)
-    url = context.dashboard_url
-    if url:
-        token_file = os.environ.get("RAY_AUTH_TOKEN_PATH", str(Path.home() / ".ray" / "auth_token"))
-        print(f"Ray dashboard: http://{url}  (token authentication: paste the token printed by "
-              f"`ray get-auth-token`, stored in {token_file})", flush=True)
-    return ray
-
-
-def check_resources(ray, opts: SearchOptions, source: str) -> None:
+def check_resources(ray, opts: SearchOptions, source: str) -> int:
+    """ConfigError if one trial does not fit the cluster; else how many trials fit at once."""
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
     if opts.cpu > cpus:
         raise ConfigError(f"{source}: resources.cpu: {opts.cpu} CPUs per trial, but the cluster has {cpus:g}")
     if opts.gpu > 0 and gpus == 0:
         raise ConfigError(f"{source}: resources.gpu: {opts.gpu} GPU per trial, but the cluster has no GPU")
+    return min(int(cpus // opts.cpu), int(gpus // opts.gpu) if opts.gpu > 0 else math.inf)
 
 
 def quiet_exit_while_stopping(unraisable) -> None:
@@ -545,15 +533,20 @@ def check_storage_visible(ray, storage_dir: Path, shown: str) -> None:
             "mounted at the same path on every node")
 
 
-def run_search(loaded: LoadedSpace, opts: SearchOptions):
+def run_search(loaded: LoadedSpace, opts: SearchOptions, ray_started: RayStarted | None = None):
     """Run (or resume) the search; returns (best TrialRecord or None, interrupted?). The
-    environment Ray reads was set before Ray was imported (search/ray_env.py: apply)."""
+    environment Ray reads was set before Ray was imported (search/ray_env.py: apply).
+    `ray_started`: Ray already started (scripts/search.py starts it while this module is
+    imported: search/ray_start.py), or None to start it here."""
+    import ray
+
     exp_dir, location = opts.exp_dir.resolve(), opts.location
-    started = time.time()
-    ray = start_ray(opts)
-    phases = {"ray_ready": time.time()}  # wall-clock times of the session's phases (search_time.json)
+    ray_started = ray_started or start_ray(opts.address, opts.dashboard_host, opts.num_gpus)
+    started = ray_started.started
+    phases = {"ray_ready": ray_started.ready}  # wall-clock times of the session's phases (search_time.json)
     try:
-        check_resources(ray, opts, str(loaded.path))
+        slots = check_resources(ray, opts, str(loaded.path))
+        ray_env.allow_pending_trials(opts.max_concurrent or slots)  # start as many trials as can run at once
         if location.remote is None:
             check_storage_visible(ray, exp_dir.parent, str(exp_dir.parent))
         trainable = build_trainable(loaded, opts, exp_dir, opts.max_epochs)
@@ -573,10 +566,19 @@ def run_search(loaded: LoadedSpace, opts: SearchOptions):
         if not interrupted and opts.final is not None:
             interrupted, broken = run_race(loaded, opts, exp_dir)
             phases["race_done"] = time.time()
-    finally:
+    except BaseException:
         ray.shutdown()
-    phases["ray_stopped"] = time.time()
-    best = finish(opts, exp_dir, started, phases)
+        raise
+    # Ray's stop (~1.4 s, mostly waiting for its processes to exit) and the export and report,
+    # which need only the files on disk, at once: the report on a helper thread
+    with ThreadPoolExecutor(1, thread_name_prefix="report") as pool:
+        reporting = pool.submit(export_and_report, opts, exp_dir)
+        ray.shutdown()
+        phases["ray_stopped"] = time.time()
+        best = reporting.result()
+    phases["reported"] = time.time()
+    record_search_time(exp_dir, started, opts.resume, phases)
+    upload(location, DRIVER_FILES)
     if broken is not None:
         raise broken
     return best, interrupted
@@ -725,10 +727,10 @@ def build_tuner(loaded: LoadedSpace, opts: SearchOptions, exp_dir: Path, trainab
             verbose=1))
 
 
-def finish(opts: SearchOptions, exp_dir: Path, started: float, phases: dict[str, float]):
-    """After Ray: the trial folders mirrored (a URI experiment), trial folders a resume ran again
-    set aside, the best exported, the report written, the session's times recorded, the driver's
-    files uploaded. Returns the best TrialRecord (or None)."""
+def export_and_report(opts: SearchOptions, exp_dir: Path):
+    """After the trials (Ray need not be running): the trial folders mirrored (a URI experiment),
+    trial folders a resume ran again set aside, the best exported, the report written. Returns
+    the best TrialRecord (or None)."""
     location = opts.location
     download(location)
     if opts.resume:
@@ -738,8 +740,6 @@ def finish(opts: SearchOptions, exp_dir: Path, started: float, phases: dict[str,
         from search.report import write_report
 
         print(f"report: {write_report(exp_dir)}")
-    record_search_time(exp_dir, started, opts.resume, phases)
-    upload(location, DRIVER_FILES)
     return best
 
 
@@ -777,8 +777,9 @@ def set_aside_orphans(location: Location, study_ids: set[str]) -> list[str]:
 def record_search_time(exp_dir: Path, started: float, resumed: bool, phases: dict[str, float]) -> None:
     """search_time.json: one session per run of the search (a resumed search adds one), for
     bench/search_wall_time.py --from and bench/search_efficiency.py: wall-clock times of its
-    start (before Ray), `phases` (ray_ready: Ray started; trials_done: Tune's fit returned;
-    ray_stopped) and its end (the best config exported and the report written)."""
+    start (Ray's start begun), `phases` (ray_ready: ray.init returned; trials_done: Tune's fit
+    returned; race_done; ray_stopped; reported: the best config exported and the report written,
+    which overlaps Ray's stop) and its end."""
     path = exp_dir / "search_time.json"
     if not exp_dir.is_dir():
         return
