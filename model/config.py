@@ -18,6 +18,7 @@ Layout of a config file (every key optional; defaults below)::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import typing
@@ -158,16 +159,32 @@ class VQConfig(_Section):
     gumbel_kl_weight: float = Field(default=0.01, ge=0.0, description="Weight of KL(code distribution || uniform).")
     fsq_levels: list[int] = Field(default=[8, 5, 5, 5], min_length=1, max_length=8,
                                   description="FSQ levels per dimension ([8,5,5,5]: 1000 codes, as in the paper).")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The chosen kind's own options under the names its Config declares (model/quantizers/<file>.py), "
+        "checked against that Config, e.g. {levels: [8, 5, 5, 5]} for fsq, {decay: 0.95} for ema, or a new kind's "
+        "options, which need no field here; they win over the flat fields above (which stay for the kinds they "
+        "name: model/quantizers/__init__.py: options_of).")
 
     @model_validator(mode="after")
     def _check(self) -> "VQConfig":
-        from model.quantizers import KINDS, options_of
+        from model.quantizers import KINDS, options_of, quantizer_class
 
         if self.kind not in KINDS:
             raise ValueError(f"kind: {self.kind!r} is not a quantizer (known: {', '.join(KINDS)})")
         if self.ema_decay is None and self.kind == "ema":
             raise ValueError("ema_decay: null means no EMA (the seed's option C): set kind: gradient")
+        known = [f.name for f in dataclasses.fields(quantizer_class(self.kind).Config)]
+        for key in self.options:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                raise ValueError(f"options: {key!r} is not an option of kind {self.kind!r} (its options: "
+                                 f"{', '.join(known)})" + (f"; did you mean {close[0]!r}?" if close else ""))
         own = options_of(self.kind, self)  # the options the kind's own Config declares
+        try:
+            quantizer_class(self.kind).Config(**own)  # the kind's own checks, if its Config has any
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"options of kind {self.kind!r}: {err}") from None
         for key, default in (("init", "random"), ("cosine", False), ("estimator", "ste")):
             if key not in own and getattr(self, key) != default:
                 takers = [k for k in KINDS if key in options_of(k, self)]
@@ -335,13 +352,19 @@ def _known_keys(cls: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def leaf_keys(cls: type[BaseModel] = None, prefix: str = "") -> list[str]:
-    """Every dotted key of a config class: vq.commitment_cost, training.grad_clip.max_norm, ..."""
+    """Every dotted key of a config class: vq.commitment_cost, training.grad_clip.max_norm, ...;
+    for VQConfig's `options`, vq.options.<x> for each option x of a registered quantizer kind."""
     cls = cls or TrainConfig
     keys = []
     for name, field in cls.model_fields.items():
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             keys += leaf_keys(ann, f"{prefix}{name}.")
+        elif cls is VQConfig and name == "options":
+            from model.quantizers import KINDS, quantizer_class
+
+            options = {f.name for kind in KINDS for f in dataclasses.fields(quantizer_class(kind).Config)}
+            keys += [f"{prefix}options.{option}" for option in sorted(options)]
         else:
             keys.append(f"{prefix}{name}")
     return keys

@@ -73,6 +73,10 @@ class VQVAEQuantizer(_Section):
     refresh_usage_threshold: float = Field(default=0.05, ge=0.0, le=1.0,
                                            description="Dead: under this fraction of the fair share since the last refresh.")
     fsq_levels: list[int] = Field(default=[8, 8, 8], min_length=1, max_length=8, description="FSQ levels (kind fsq).")
+    cosine: bool = Field(default=False, description="l2-normalised z and codes (ema, gradient; as in ViT-VQGAN, "
+                         "Yu et al. 2022, and CVQ-VAE).")
+    estimator: Literal["ste", "rotation"] = Field(default="ste", description="The gradient to the encoder (ema, "
+                                                  "gradient): straight-through, or the rotation trick (Fifty et al. 2024).")
 
 
 class VQVAETraining(_Section):

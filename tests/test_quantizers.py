@@ -235,11 +235,17 @@ def test_a_new_quantizer_is_one_file_and_one_registration_line(tmp_path, monkeyp
     assert type(q).__name__ == "ToyQuantizer" and q.codebook.shape == (5, D)
     with pytest.raises(ValueError, match="quantizer 'toy' has no option 'decay' \\(its options: num_codes, scale\\)"):
         build_quantizer("toy", D, decay=0.9)
+    # its own option in the config's `vq.options` (no field added anywhere), checked against its Config
+    with pytest.raises(ConfigError, match="vq: .*options: 'scal' is not an option of kind 'toy' \\(its options: "
+                       "num_codes, scale\\); did you mean 'scale'\\?"):
+        load_config(ROOT / "configs" / "sixth_run.yaml", ["vq.kind=toy", "vq.options.scal=3.0"])
     # the trainer builds it from a training config, and a step trains through it
-    cfg = load_config(ROOT / "configs" / "sixth_run.yaml", ["vq.kind=toy", "vq.num_codes=12", "data.max_tasks=20"])
+    cfg = load_config(ROOT / "configs" / "sixth_run.yaml", ["vq.kind=toy", "vq.num_codes=12", "data.max_tasks=20",
+                                                           "vq.options.scale=0.0"])
     torch.manual_seed(0)
     model = build_model(cfg)
     assert type(model.quantizer).__name__ == "ToyQuantizer" and model.quantizer.num_codes == 12
+    assert float(model.quantizer.codebook.abs().max()) == 0.0  # scale 0 reached the quantizer
     from model.data import load_arc_data, make_batch, make_examples
 
     data = load_arc_data(cfg.data.sources, cfg.data.val_fraction, cfg.data.max_objects, cfg.data.max_tasks)
@@ -265,3 +271,20 @@ def test_a_config_section_gives_each_kind_its_own_options():
                                         "temperature_min": vq.gumbel_temperature_min,
                                         "anneal_rate": vq.gumbel_anneal_rate, "kl_weight": vq.gumbel_kl_weight}
     assert options_of("fsq", vq) == {"levels": tuple(vq.fsq_levels)}
+
+
+def test_a_kinds_options_by_their_own_names_win_over_the_flat_fields(tmp_path):
+    """`vq: {kind: fsq, options: {levels: ...}}` in a YAML file: the kind's own names, over the flat
+    fields; the resolved config written beside a run loads back to the same options."""
+    from model.config import ConfigError, dump_config, load_config
+    from model.quantizers import options_of
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "sixth_run.yaml", ["vq.kind=fsq", "vq.options={levels: [5, 3]}"])
+    assert options_of("fsq", cfg.vq) == {"levels": (5, 3)} and cfg.vq.fsq_levels == [8, 5, 5, 5]
+    dump_config(cfg, tmp_path / "resolved.yaml")
+    assert options_of("fsq", load_config(tmp_path / "resolved.yaml").vq) == {"levels": (5, 3)}
+    ema = load_config(ROOT / "configs" / "sixth_run.yaml", ["vq.options.decay=0.9"]).vq
+    assert options_of("ema", ema)["decay"] == 0.9 and ema.ema_decay == 0.99
+    with pytest.raises(ConfigError, match="options: 'levels' is not an option of kind 'ema'"):
+        load_config(ROOT / "configs" / "sixth_run.yaml", ["vq.options.levels=[5, 3]"])

@@ -21,10 +21,14 @@ options (documented where declared). A quantizer is built by keyword from its op
     build_quantizer("ema", dim=64, seed=0, num_codes=256, decay=0.99)
 
 A new quantizer is one file (a class taking (dim, config, seed) with its Config) plus one line
-in KINDS. A training config's `vq:` section names the options flat (model/config.py: VQConfig;
-model/vqvae.py); `options_of(kind, section)` reads the kind's own from it: option `x` is the
-section's `<kind>_x` where the section has one (`ema_decay`, `gumbel_kl_weight`, `fsq_levels`),
-else its `x`.
+in KINDS. A training config's `vq:` section selects it with `kind` and sets its options under
+their own names in `options:`, checked against its Config (model/config.py: VQConfig):
+
+    vq: {kind: fsq, options: {levels: [8, 5, 5, 5]}}
+
+The section's flat fields stay for the built-in kinds (every existing YAML): `options_of(kind,
+section)` reads option `x` from the section's `<kind>_x` where it has one (`ema_decay`,
+`gumbel_kl_weight`, `fsq_levels`), else its `x`, then `options:` over them.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def options_of(kind: str, section) -> dict:
     for f in dataclasses.fields(quantizer_class(kind).Config):
         for name in (f"{kind}_{f.name}", f.name):
             if hasattr(section, name):
-                value = getattr(section, name)
-                out[f.name] = tuple(value) if isinstance(value, list) else value
+                out[f.name] = getattr(section, name)
                 break
-    return out
+    out.update(getattr(section, "options", None) or {})  # the section's `options:`, by the Config's own names
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in out.items()}
