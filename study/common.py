@@ -147,3 +147,13 @@ def pass_counts(runs: list[dict]) -> dict[str, int]:
     from search.judge import across_seeds
 
     return {k: c["passed"] for k, c in across_seeds(runs).items() if c["applicable"]}
+
+
+def without_root(value):
+    """`value` (a summary's JSON: dicts, lists, strings) with this checkout's path made relative:
+    "/path/to/repo/results/x" -> "results/x", so no machine's paths land in docs/."""
+    if isinstance(value, dict):
+        return {k: without_root(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_root(v) for v in value]
+    return value.replace(f"{ROOT}/", "") if isinstance(value, str) else value

@@ -812,6 +812,13 @@ def section_start(s: dict | None) -> list[str]:
                   "epoch's EMA updates the sixth run uses "
                   f"{_range([round(r['first']['codebook/usage'] * sixth[0]['num_codes']) for r in s['runs'] if r['config'] == 'sixth_run' and r.get('first')])} "
                   "codes (table below): about one per colour again, now by the training's own dynamics.", ""]
+    return lines + _start_run_tables(s, "start")
+
+
+def _start_run_tables(s: dict, image: str) -> list[str]:
+    """The runs of a start stage (start.json, start_grid.json): first and last epochs, what each
+    refresh did to usage, where the seed's signature appears, the per-epoch plot."""
+    lines = []
     runs = s["runs"]
     lines += [f"Each config over seeds {s['seeds']} for up to {s['epochs']} epochs (every epoch logged up to where the "
               "trainer's own patience rule stops a run; its status says where):", "",
@@ -846,8 +853,77 @@ def section_start(s: dict | None) -> list[str]:
               f"usage right after one. The seed's signature (usage < {SIGNATURE_USAGE:.0%} and context rank < "
               f"{SIGNATURE_CONTEXT_RANK:g} within {SIGNATURE_BY_EPOCH} epochs, study/signature.py) appears in: "
               + "; ".join(f"{c} {sum(v)}/{len(v)} seeds" for c, v in reproduced.items()) + ".", "",
-              "![start](study/start.png)", "",
+              f"![{image}](study/{image}.png)", "",
               "The stars are the seed's sixth run (its first and last epoch; study/signature.py SEED_SIXTH_RUN).", ""]
+    return lines
+
+
+RANK_NEAR = 1.5  # a context rank "near" the seed's 6.4 at the start: within this much
+
+
+def section_start_grid(s: dict | None) -> list[str]:
+    lines = ["## 17. A start like the seed's: 20-30% of the codes after the first epoch", ""]
+    if s is None:
+        return lines + not_run("startgrid")
+    seed_usage, seed_rank = SEED_SIXTH_RUN["usage"][0], SEED_SIXTH_RUN["context_rank_start"]
+    lines += [f"Command: `{s['command']}`. The seed's sixth run began at {seed_usage:.0%} usage and a context rank of "
+              f"{seed_rank:g} (study/signature.py SEED_SIXTH_RUN). The sixth run here after its first epoch, by codebook "
+              "init and the scale of the encoder's colour embedding (default: nn.Embedding's N(0, 1)), mean over seeds "
+              f"{s['seeds']} (range):", "",
+              "| codebook init | colour embedding std | usage after epoch 1 | context rank | target rank |", "|---|---|---|---|---|"]
+    cells: dict[tuple, list[dict]] = {}
+    for g in s["grid"]:
+        cells.setdefault((g["init"], g["colour_init_std"]), []).append(g)
+    for (init, std), gs in cells.items():
+        usage, rank, target = ([g[k] for g in gs] for k in ("codebook/usage", "rank/context", "rank/target"))
+        lines.append(f"| {init} | {'default (1)' if std is None else std} | {_pct(sum(usage) / len(usage))} "
+                     f"({_range(usage, '{:.0%}')}) | {_f(sum(rank) / len(rank))} ({_range(rank)}) | "
+                     f"{_f(sum(target) / len(target))} |")
+    def mean(gs: list[dict], key: str) -> float:
+        return sum(g[key] for g in gs) / len(gs) if gs else math.nan
+
+    in_band = [(init, std) for (init, std), gs in cells.items() if 0.2 <= mean(gs, "codebook/usage") <= 0.3]
+    both = [(init, std) for init, std in in_band if abs(mean(cells[init, std], "rank/context") - seed_rank) <= RANK_NEAR]
+    from model.config import load_config
+
+    chosen = load_config(ROOT / "configs" / "sixth_run_kmeans_start.yaml")
+    chosen_cell = cells.get((chosen.vq.init, chosen.model.colour_init_std), [])
+    near_init, near_std = min(cells, key=lambda c: abs(mean(cells[c], "codebook/usage") / seed_usage - 1)
+                              + abs(mean(cells[c], "rank/context") / seed_rank - 1))
+    near_rank = min(cells.items(), key=lambda kv: abs(sum(g["rank/context"] for g in kv[1]) / len(kv[1]) - seed_rank))
+    (rank_init, rank_std), rank_gs = near_rank
+    lines += ["", "**Where the seed's start lies.** " + (
+        "Usage in the seed's 20-30% after one epoch: " + ", ".join(
+            f"{init} init with colour std {'default' if std is None else std}" for init, std in in_band) + "; "
+        if in_band else "No cell of the grid starts at 20-30% usage; ")
+        + f"the context rank nearest the seed's {seed_rank:g} is {rank_init} init with colour std "
+        f"{'default' if rank_std is None else rank_std} ({_f(sum(g['rank/context'] for g in rank_gs) / len(rank_gs))}, "
+        f"usage {_pct(sum(g['codebook/usage'] for g in rank_gs) / len(rank_gs))}). "
+        + (f"Both the seed's usage and a context rank within {RANK_NEAR:g} of its {seed_rank:g}: "
+           + ", ".join(f"{i} init, colour std {'default' if d is None else d}" for i, d in both) + ". " if both else
+           f"No cell has both the seed's usage and a context rank within {RANK_NEAR:g} of its {seed_rank:g}. ")
+        + f"Nearest the seed's start in both (the smallest |usage / {seed_usage:g} - 1| + |rank / {seed_rank:g} - 1| "
+        f"of the means): {near_init} init with colour std {'default' if near_std is None else near_std}. "
+        f"`configs/sixth_run_kmeans_start.yaml` is the cell with {chosen.vq.init} init and colour std "
+        f"{chosen.model.colour_init_std} (usage {_pct(mean(chosen_cell, 'codebook/usage'))}, context rank "
+        f"{_f(mean(chosen_cell, 'rank/context'))} after one epoch); it and the no-VQ diagnostic with the same colour "
+        "scale ran the seed's full budget:", ""]
+    lines += _start_run_tables(s, "start_grid")
+    quantized = [r for r in s["runs"] if r.get("refreshes")]
+    if quantized:
+        fell = [r["name"] for r in quantized if r["signature"].get("reproduced")
+                or r["final"]["codebook/usage"] < r["first"].get("codebook/usage", math.nan)]
+        kept = [f["usage_before_next"] / f["usage_at"] for r in quantized for f in r["refreshes"]
+                if f["usage_at"] and math.isfinite(f["usage_at"]) and math.isfinite(f["usage_before_next"])]
+        lines += [("**Answer.** " + (
+            f"Even from this start the seed's collapse does not appear here: in none of the {len(quantized)} seeds does "
+            "the run show the seed's signature or end with less usage than after its first epoch (lowest usage "
+            f"{_range([r['min']['codebook/usage'] for r in quantized], '{:.0%}')}, at the end "
+            f"{_range([r['final']['codebook/usage'] for r in quantized], '{:.0%}')}). What keeps usage up is visible "
+            f"in the refresh table: each refresh revives codes, and {_range(kept, '{:.0%}')} of the usage right "
+            "after a refresh is still there before the next one, so usage climbs refresh by refresh instead of "
+            "falling back as the seed's revived codes did." if not fell else
+            f"Usage falls from its first epoch, or the seed's signature appears, in: {', '.join(fell)}.")), ""]
     return lines
 
 
@@ -884,9 +960,22 @@ def section_vqvae(s: dict | None) -> list[str]:
     lines += ["", f"**Answer.** The default config's usage falls under the bar in {collapsed} of {len(default_min)} "
               f"seeds (lowest {_pct(min(default_min, default=math.nan))}); the search's winner keeps it above in "
               f"{sum(u > t['usage'] for u in winner_min)} of {len(winner_min)} (lowest "
-              f"{_pct(min(winner_min, default=math.nan))}) with `{_params(s['best'].get('params', {}))}`.", "",
-              "![vqvae](study/vqvae.png)", ""]
+              f"{_pct(min(winner_min, default=math.nan))}) with `{_params(s['best'].get('params', {}))}`. "
+              + _after_first_epochs(s), "", "![vqvae](study/vqvae.png)", ""]
     return lines
+
+
+VQVAE_SETTLE_EPOCHS = 3  # "every epoch after the first few": the epochs left out of the lowest usage below
+
+
+def _after_first_epochs(s: dict) -> str:
+    """The lowest usage of each config's seeds after its first VQVAE_SETTLE_EPOCHS epochs, against 80%."""
+    parts = []
+    for name in ("default", "winner"):
+        lows = [min(e["usage"][VQVAE_SETTLE_EPOCHS:], default=math.nan) for e in s[name]["seeds"].values()]
+        held = sum(u >= 0.8 for u in lows)
+        parts.append(f"the {name}'s {_range(lows, '{:.0%}')} ({held} of {len(lows)} seeds at >= 80% every epoch)")
+    return f"After the first {VQVAE_SETTLE_EPOCHS} epochs, the lowest usage per seed: " + "; ".join(parts) + "."
 
 
 def section_wall_times(times: dict | None) -> list[str]:
@@ -924,6 +1013,7 @@ def write_study_doc(docs: Path = DOCS, out: Path = OUT) -> Path:
     if (docs / "notes_part3.md").is_file():
         lines += [(docs / "notes_part3.md").read_text().rstrip(), ""]
     lines += section_start(_load("start", docs))
+    lines += section_start_grid(_load("start_grid", docs))
     lines += section_wall_times(_load("wall_times", docs))
     atomic_write_text(out, "\n".join(lines))
     return out

@@ -22,7 +22,7 @@ from search.runs import TrainRun
 from search.targets import (SEED, calibrated)
 
 from search.judge import after_first_epoch
-from study.common import final_value, checklist_items, run_summary, applicable, pass_counts, trial_base, trials_with_rows, first_refresh, plot_runs, run_many
+from study.common import final_value, checklist_items, run_summary, applicable, pass_counts, trial_base, trials_with_rows, first_refresh, plot_runs, run_many, without_root
 from study.protocol import (DOCS, FIXES, FIXES_EPOCHS, FIXES_SEEDS, MAIN_NAME, MAIN_SPACE, MAIN_VERIFY_SEEDS,
                             PRODUCTION_CONFIG, PRODUCTION_EPOCHS, PRODUCTION_SEEDS, REFERENCE_CONFIG, REFERENCE_SEEDS,
                             ROOT, RUNS, SEARCHES, command)
@@ -113,12 +113,12 @@ def summarise_search(exp_dir: Path, space_path: str, prefix: str, stage: str, do
             "budget": space["budget"], "targets": judging.targets.as_dict(),
             "statuses": {st: sum(t["status"] == st for t in trials) for st in sorted({t["status"] for t in trials})},
             "trials_span_s": (max(ends) - min(starts)) if starts and ends else math.nan,
-            "best": read_json(exp_dir / "best_trial.json"), "top": trials[:5],
+            "best": without_root(read_json(exp_dir / "best_trial.json")), "top": trials[:5],
             "full_budget_trials": len(full),
             "item_pass_counts_full_budget": pass_counts([t["items"] for t in full]),
             "groups": _groups(trials, group_by, planned) if group_by else {}, "group_by": group_by,
             "loss_yardstick": loss_yardstick(full, space),
-            "verify": read_json(exp_dir / "verify.json"),
+            "verify": without_root(read_json(exp_dir / "verify.json")),
             "verify_grad_after_epoch1": [after_first_epoch(read_jsonl(path)) for path in
                                          sorted((exp_dir / "verify").glob(f"{best_id}-seed*/metrics.jsonl"))]}
 

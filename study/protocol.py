@@ -82,6 +82,12 @@ RACE_NAME, RACE_VERIFY_SEEDS = "study-race", 3
 START_RUNS = (("sixth_run", "sixth_run", ()), ("sixth_run_gpt_init", "sixth_run_gpt_init", ()),
               ("no-VQ, gpt init", "diagnostic_no_vq", ("model.colour_init_std=0.02",)))
 START_SEEDS, START_EPOCHS = CONFIRM_SEEDS, PRODUCTION_EPOCHS
+# stage `startgrid` (Part 4, section 17): the sixth run's state after its first epoch over codebook inits x
+# colour-embedding scales (None: nn.Embedding's N(0, 1)), then the variant whose epoch-1 usage falls in the
+# seed's 20-30% (configs/sixth_run_kmeans_start.yaml, chosen from that grid) and its no-VQ twin, as in `start`
+START_GRID_INITS, START_GRID_COLOUR_STDS = ("random", "kmeans"), (0.3, 0.5, 0.8, None)
+START_VARIANT_RUNS = (("sixth_run_kmeans_start", "sixth_run_kmeans_start", ()),
+                      ("no-VQ, colour std 0.3", "diagnostic_no_vq", ("model.colour_init_std=0.3",)))
 # the last commit whose codebook drew its initial rows on the run's bare seed (the model's own stream): the
 # stages of Parts 1-3 ran there (docs/study.md says so at its top)
 SHARED_STREAM_COMMIT = "fce11f1"

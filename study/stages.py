@@ -42,6 +42,8 @@ STAGES = (
     Stage("race", race.stage_race, "the main command's final race: the single-seed winner against the race's, on fresh seeds"),
     Stage("patience", patience.stage_patience, "the patience rule replayed on 80-epoch runs with early stopping off"),
     Stage("start", start.stage_start, "the codebook at initialisation; the sixth run from the seed's starting state, 80 epochs"),
+    Stage("startgrid", start.stage_start_grid, "the sixth run's first epoch over codebook inits x colour scales; "
+          "the variant that starts like the seed's, 80 epochs"),
     Stage("vqvae", vqvae.stage_vqvae, "the VQ-VAE (trainer contract): its default config against its search's winner"),
     Stage("doc", None, "docs/study.md from docs/study/*.json (every stage ends with it)"),
 )

@@ -10,6 +10,10 @@
     runs      START_RUNS (protocol.py) over START_SEEDS for START_EPOCHS, every epoch logged up to
               where the trainer's own rule stops a run; per refresh, the usage just after it and
               just before the next (do revived codes stay used?)
+
+Stage `startgrid`: the sixth run's state after one epoch over START_GRID_INITS x
+START_GRID_COLOUR_STDS and START_SEEDS (where does a start like the seed's, 20-30% usage and a
+context rank near 6, lie?), then START_VARIANT_RUNS as in `start` (docs/study/start_grid.json).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from model.io import atomic_write_json
 from search.export import read_json, read_jsonl
 from search.runs import TrainRun
 from study.common import plot_runs, run_many, run_summary
-from study.protocol import DOCS, ROOT, RUNS, START_EPOCHS, START_RUNS, START_SEEDS, command
+from study.protocol import (DOCS, ROOT, RUNS, START_EPOCHS, START_GRID_COLOUR_STDS, START_GRID_INITS, START_RUNS,
+                            START_SEEDS, START_VARIANT_RUNS, command)
 
 
 def colour_r2(tokens: torch.Tensor, colours: torch.Tensor) -> float:
@@ -126,21 +131,65 @@ def stage_start(workers: int = 2, seeds: tuple[int, ...] = START_SEEDS, epochs: 
     return summarise_start(seeds, epochs, runs_spec, docs, runs)
 
 
-def summarise_start(seeds: tuple[int, ...] = START_SEEDS, epochs: int = START_EPOCHS, runs_spec: tuple = START_RUNS,
-                    docs: Path = DOCS, runs: Path = RUNS) -> dict:
-    """docs/study/start.json and start.png from the anatomy and the run folders under runs/start/."""
-    summary = {"command": command("start"), "epochs": epochs, "seeds": list(seeds),
-               "anatomy": read_json(docs / "start_anatomy.json").get("anatomy", []), "runs": []}
+def grid_name(init: str, std: float | None, seed: int) -> str:
+    return f"grid-{init}-std{'default' if std is None else std}-seed{seed}"
+
+
+def stage_start_grid(workers: int = 2, seeds: tuple[int, ...] = START_SEEDS, epochs: int = START_EPOCHS,
+                     docs: Path = DOCS, runs: Path = RUNS) -> dict:
+    """One epoch of the sixth run per (init, colour std, seed), then the chosen variant's runs."""
+    jobs = [(ROOT / "configs" / "sixth_run.yaml", grid_name(init, std, s), runs / "start_grid",
+             [f"seed={s}", "training.epochs=1", "training.num_threads=1", f"vq.init={init}",
+              f"model.colour_init_std={'null' if std is None else std}"])
+            for init in START_GRID_INITS for std in START_GRID_COLOUR_STDS for s in seeds]
+    jobs += [(ROOT / "configs" / f"{config}.yaml", run_name(name, s), runs / "start_grid",
+              [f"seed={s}", f"training.epochs={epochs}", "training.num_threads=1", *extra])
+             for name, config, extra in START_VARIANT_RUNS for s in seeds]
+    run_many(jobs, workers)
+    return summarise_start_grid(seeds, epochs, docs, runs)
+
+
+def summarise_start_grid(seeds: tuple[int, ...] = START_SEEDS, epochs: int = START_EPOCHS, docs: Path = DOCS,
+                         runs: Path = RUNS) -> dict:
+    """docs/study/start_grid.json and start_grid.png: the grid's epoch-1 states, the variant's runs."""
+    grid = []
+    for init in START_GRID_INITS:
+        for std in START_GRID_COLOUR_STDS:
+            for s in seeds:
+                rows = read_jsonl(runs / "start_grid" / grid_name(init, std, s) / "metrics.jsonl")
+                grid.append({"init": init, "colour_init_std": std, "seed": s,
+                             **{k: rows[0].get(k, math.nan) if rows else math.nan
+                                for k in ("codebook/usage", "rank/context", "rank/target")}})
+    summary = {"command": command("startgrid"), "epochs": epochs, "seeds": list(seeds), "grid": grid,
+               "runs": _start_runs(START_VARIANT_RUNS, seeds, epochs, runs / "start_grid")}
+    atomic_write_json(docs / "start_grid.json", summary)
+    plot_runs(summary["runs"], docs / "start_grid.png",
+              f"from a start like the seed's (k-means init): seeds {list(seeds)}, {epochs} epochs", seed_points=True)
+    return summary
+
+
+def _start_runs(runs_spec: tuple, seeds: tuple[int, ...], epochs: int, folder: Path) -> list[dict]:
+    """Each run of `runs_spec` x `seeds` in `folder`: its summary, refreshes and first epoch."""
+    out = []
     for name, config, extra in runs_spec:
         for s in seeds:
-            run_dir = runs / "start" / run_name(name, s)
+            run_dir = folder / run_name(name, s)
             rows = read_jsonl(run_dir / "metrics.jsonl")
             run = TrainRun(run_dir.name, rows=rows, status=read_json(run_dir / "status.json").get("status", "missing"))
             entry = run_summary(name, run.name, run, epochs)
             entry.update({"base": config, "overrides": list(extra), "refreshes": refreshes(rows),
                           "first": {k: rows[0].get(k, math.nan) for k in ("codebook/usage", "rank/context",
                                                                           "rank/target", "val/loss")} if rows else {}})
-            summary["runs"].append(entry)
+            out.append(entry)
+    return out
+
+
+def summarise_start(seeds: tuple[int, ...] = START_SEEDS, epochs: int = START_EPOCHS, runs_spec: tuple = START_RUNS,
+                    docs: Path = DOCS, runs: Path = RUNS) -> dict:
+    """docs/study/start.json and start.png from the anatomy and the run folders under runs/start/."""
+    summary = {"command": command("start"), "epochs": epochs, "seeds": list(seeds),
+               "anatomy": read_json(docs / "start_anatomy.json").get("anatomy", []),
+               "runs": _start_runs(runs_spec, seeds, epochs, runs / "start")}
     atomic_write_json(docs / "start.json", summary)
     plot_runs(summary["runs"], docs / "start.png", f"from the seed's starting state: seeds {list(seeds)}, {epochs} epochs",
               seed_points=True)

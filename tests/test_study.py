@@ -356,3 +356,39 @@ def test_the_start_stage_finds_the_codebook_copied_from_the_colour_embeddings(tm
     assert not summary["runs"][2]["refreshes"], "no codebook, no refresh"
     text = "\n".join(section_start(json.loads((docs / "start.json").read_text())))
     assert "**Why 10 codes.**" in text and "![start](study/start.png)" in text and (docs / "start.png").is_file()
+
+
+def test_the_start_grid_section_says_where_the_seeds_start_lies():
+    """study/doc.py: section 17 from a hand-built grid: which cells start at 20-30% usage, which
+    context rank is nearest the seed's 6.4, whether any cell has both, and the chosen config's cell
+    (configs/sixth_run_kmeans_start.yaml: kmeans, colour std 0.8)."""
+    from study.doc import section_start_grid
+
+    def cell(init, std, usage, rank):
+        return [{"init": init, "colour_init_std": std, "seed": s, "codebook/usage": usage, "rank/context": rank,
+                 "rank/target": 17.0} for s in (0, 1)]
+
+    grid = cell("random", None, 0.04, 7.0) + cell("kmeans", 0.3, 0.09, 6.3) + cell("kmeans", 0.8, 0.27, 12.6)
+    summary = {"command": "python scripts/study.py startgrid", "epochs": 80, "seeds": [0, 1], "grid": grid, "runs": []}
+    text = "\n".join(section_start_grid(summary))
+    assert "| kmeans | 0.8 | 27.0% (27%) | 12.6 (12.6) | 17 |" in text
+    assert "Usage in the seed's 20-30% after one epoch: kmeans init with colour std 0.8;" in text
+    assert "the context rank nearest the seed's 6.4 is kmeans init with colour std 0.3 (6.3, usage 9.0%)" in text
+    assert "No cell has both the seed's usage and a context rank within 1.5 of its 6.4." in text
+    # |0.09/0.24 - 1| + |6.3/6.4 - 1| = 0.64 against 0.85 (random) and 1.09 (kmeans 0.8)
+    assert "of the means): kmeans init with colour std 0.3." in text
+    assert "is the cell with kmeans init and colour std 0.3 (usage 9.0%, context rank 6.3 after one epoch)" in text
+    summary["grid"] = grid + cell("kmeans", 0.5, 0.25, 7.5)  # now one cell has both
+    text = "\n".join(section_start_grid(summary))
+    assert "Both the seed's usage and a context rank within 1.5 of its 6.4: kmeans init, colour std 0.5." in text
+
+
+def test_the_vqvae_answer_leaves_the_first_epochs_out_of_the_lowest_usage():
+    """study/doc.py: "every epoch after the first few" is read from epoch 4 on (VQVAE_SETTLE_EPOCHS = 3)."""
+    from study.doc import _after_first_epochs
+
+    s = {"default": {"seeds": {"1000": {"usage": [0.9, 0.1, 0.1, 0.05, 0.02]}}},
+         "winner": {"seeds": {"1000": {"usage": [0.1, 0.5, 0.7, 0.85, 0.9]}, "1001": {"usage": [0.2, 0.9, 0.9, 0.79, 0.95]}}}}
+    assert _after_first_epochs(s) == ("After the first 3 epochs, the lowest usage per seed: the default's 2% (0 of 1 "
+                                      "seeds at >= 80% every epoch); the winner's 79%-85% (1 of 2 seeds at >= 80% "
+                                      "every epoch).")

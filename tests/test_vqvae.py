@@ -52,12 +52,16 @@ def test_the_vqvae_space_searches_end_to_end(tmp_path):
 
     import yaml
 
-    proc = run_script("scripts/search.py", "spaces/vqvae.yaml", "--storage", str(tmp_path), "--name", "vq",
+    # the space as it is, its final race at 3 epochs instead of its 30 (the suite's time)
+    raw = yaml.safe_load(open(ROOT / "spaces" / "vqvae.yaml"))
+    raw["base"], raw["final"]["epochs"] = str(ROOT / "configs" / "vqvae.yaml"), 3
+    (tmp_path / "vqvae.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    proc = run_script("scripts/search.py", str(tmp_path / "vqvae.yaml"), "--storage", str(tmp_path), "--name", "vq",
                       "--num-samples", "2", "--max-epochs", "2", timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = tmp_path / "vq"
     best = yaml.safe_load((exp / "best_config.yaml").read_text())
-    space = yaml.safe_load(open(ROOT / "spaces" / "vqvae.yaml"))["final"]
+    space = raw["final"]
     assert best["trainer"] == "model.vqvae:train" and best["epochs"] == space["epochs"]
     summary = json.loads((exp / "best_trial.json").read_text())
     race = summary["final_race"]
