@@ -1014,6 +1014,8 @@ def write_study_doc(docs: Path = DOCS, out: Path = OUT) -> Path:
         lines += [(docs / "notes_part3.md").read_text().rstrip(), ""]
     lines += section_start(_load("start", docs))
     lines += section_start_grid(_load("start_grid", docs))
+    lines += section_collapse(_load("startcollapse", docs), "## 18. The failure-seeking search from that start",
+                              "startcollapse", False)
     lines += section_wall_times(_load("wall_times", docs))
     atomic_write_text(out, "\n".join(lines))
     return out

@@ -86,6 +86,7 @@ START_SEEDS, START_EPOCHS = CONFIRM_SEEDS, PRODUCTION_EPOCHS
 # colour-embedding scales (None: nn.Embedding's N(0, 1)), then the variant whose epoch-1 usage falls in the
 # seed's 20-30% (configs/sixth_run_kmeans_start.yaml, chosen from that grid) and its no-VQ twin, as in `start`
 START_GRID_INITS, START_GRID_COLOUR_STDS = ("random", "kmeans"), (0.3, 0.5, 0.8, None)
+START_COLLAPSE_SPACE, START_COLLAPSE_NAME = "spaces/collapse_kmeans_start.yaml", "study-startcollapse"
 START_VARIANT_RUNS = (("sixth_run_kmeans_start", "sixth_run_kmeans_start", ()),
                       ("no-VQ, colour std 0.3", "diagnostic_no_vq", ("model.colour_init_std=0.3",)))
 # the last commit whose codebook drew its initial rows on the run's bare seed (the model's own stream): the

@@ -44,6 +44,7 @@ STAGES = (
     Stage("start", start.stage_start, "the codebook at initialisation; the sixth run from the seed's starting state, 80 epochs"),
     Stage("startgrid", start.stage_start_grid, "the sixth run's first epoch over codebook inits x colour scales; "
           "the variant that starts like the seed's, 80 epochs"),
+    Stage("startcollapse", start.stage_start_collapse, "the failure-seeking search from that start, past two refreshes"),
     Stage("vqvae", vqvae.stage_vqvae, "the VQ-VAE (trainer contract): its default config against its search's winner"),
     Stage("doc", None, "docs/study.md from docs/study/*.json (every stage ends with it)"),
 )
