@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -157,3 +158,13 @@ def without_root(value):
     if isinstance(value, list):
         return [without_root(v) for v in value]
     return value.replace(f"{ROOT}/", "") if isinstance(value, str) else value
+
+
+def search_once(space: str, exp_dir: Path, workers: int) -> None:
+    """`scripts/search.py space` as exp_dir, `workers` trials at a time: resumed if it was cut
+    short, not run again if it finished (its best_trial.json is there)."""
+    if (exp_dir / "best_trial.json").is_file():
+        return
+    cmd = [sys.executable, str(ROOT / "scripts" / "search.py"), space, "--name", exp_dir.name,
+           "--storage", str(exp_dir.parent), "--max-concurrent", str(workers)]
+    subprocess.run(cmd + (["--resume"] if exp_dir.is_dir() else []), cwd=ROOT, check=True)

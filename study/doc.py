@@ -867,7 +867,8 @@ def section_start_grid(s: dict | None) -> list[str]:
         return lines + not_run("startgrid")
     seed_usage, seed_rank = SEED_SIXTH_RUN["usage"][0], SEED_SIXTH_RUN["context_rank_start"]
     lines += [f"Command: `{s['command']}`. The seed's sixth run began at {seed_usage:.0%} usage and a context rank of "
-              f"{seed_rank:g} (study/signature.py SEED_SIXTH_RUN). The sixth run here after its first epoch, by codebook "
+              f"{seed_rank:g} (study/signature.py SEED_SIXTH_RUN). The sixth run here after its first epoch (a run of one "
+              "epoch), by codebook "
               "init and the scale of the encoder's colour embedding (default: nn.Embedding's N(0, 1)), mean over seeds "
               f"{s['seeds']} (range):", "",
               "| codebook init | colour embedding std | usage after epoch 1 | context rank | target rank |", "|---|---|---|---|---|"]

@@ -22,7 +22,7 @@ from search.runs import TrainRun
 from search.targets import (SEED, calibrated)
 
 from search.judge import after_first_epoch
-from study.common import final_value, checklist_items, run_summary, applicable, pass_counts, trial_base, trials_with_rows, first_refresh, plot_runs, run_many, without_root
+from study.common import final_value, checklist_items, run_summary, applicable, pass_counts, trial_base, trials_with_rows, first_refresh, plot_runs, run_many, search_once, without_root
 from study.protocol import (DOCS, FIXES, FIXES_EPOCHS, FIXES_SEEDS, MAIN_NAME, MAIN_SPACE, MAIN_VERIFY_SEEDS,
                             PRODUCTION_CONFIG, PRODUCTION_EPOCHS, PRODUCTION_SEEDS, REFERENCE_CONFIG, REFERENCE_SEEDS,
                             ROOT, RUNS, SEARCHES, command)
@@ -45,10 +45,7 @@ def stage_main(workers: int = 2, exp_dir: Path | None = None, verify_seeds: int 
 def search_and_verify(space: str, exp_dir: Path, workers: int, verify_seeds: int) -> None:
     """`scripts/search.py space` as exp_dir (resumed if it was cut short, reused if it finished),
     then `scripts/verify.py exp_dir --seeds N --top 1` unless its verify.json exists."""
-    if not (exp_dir / "best_trial.json").is_file():
-        cmd = [sys.executable, str(ROOT / "scripts" / "search.py"), space, "--name", exp_dir.name,
-               "--storage", str(exp_dir.parent), "--max-concurrent", str(workers)]
-        subprocess.run(cmd + (["--resume"] if exp_dir.is_dir() else []), cwd=ROOT, check=True)
+    search_once(space, exp_dir, workers)
     if not (exp_dir / "verify.json").is_file():
         subprocess.run([sys.executable, str(ROOT / "scripts" / "verify.py"), str(exp_dir), "--seeds",
                         str(verify_seeds), "--top", "1", "--jobs", str(workers)], cwd=ROOT, check=True)

@@ -16,8 +16,6 @@ A rung is (dim, data); the seed's figures it is compared with are search/targets
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -27,7 +25,7 @@ from search.export import read_json, read_jsonl
 from search.judge import across_seeds, checklist
 from search.targets import SEED, SEED_NO_VQ, calibrate_from
 from study.signature import seed_signature
-from study.common import first_refresh, run_many
+from study.common import first_refresh, run_many, search_once
 from study.collapse import summarise_collapse
 from study.protocol import (COLLAPSE_SPACE, DISTANCE_HELD_OUT_SEEDS, DISTANCE_SEEDS, DISTANCE_VARIANTS, DOCS,
                             LADDER_CONFIGS, LADDER_DATA, LADDER_DIMS, LADDER_EPOCHS, LADDER_SEEDS, PRODUCTION_CONFIG, RUNG_BUDGET, RUNG_NAME, ROOT,
@@ -197,10 +195,7 @@ def stage_rung(workers: int = 2, docs: Path = DOCS, runs: Path = RUNS) -> dict:
     exp_dir = ROOT / "results" / RUNG_NAME
     space = rung_space(ladder["chosen"], runs / "ladder" / "collapse-rung.yaml")
     shown = str(space.relative_to(ROOT)) if space.is_relative_to(ROOT) else str(space)
-    cmd = [sys.executable, str(ROOT / "scripts" / "search.py"), shown, "--name", RUNG_NAME,
-           "--max-concurrent", str(workers)]
-    if not (exp_dir / "best_trial.json").is_file():
-        subprocess.run(cmd + (["--resume"] if exp_dir.is_dir() else []), cwd=ROOT, check=True)
+    search_once(shown, exp_dir, workers)
     summary = summarise_collapse(exp_dir, docs, name="rung", command_text=command("rung"), space_path=shown)
     summary["chosen"] = ladder["chosen"]
     atomic_write_json(docs / "rung.json", summary)

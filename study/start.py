@@ -26,9 +26,10 @@ import torch
 from model.io import atomic_write_json
 from search.export import read_json, read_jsonl
 from search.runs import TrainRun
-from study.common import plot_runs, run_many, run_summary
-from study.protocol import (DOCS, ROOT, RUNS, START_COLLAPSE_NAME, START_COLLAPSE_SPACE, START_EPOCHS, START_GRID_COLOUR_STDS, START_GRID_INITS, START_RUNS,
-                            START_SEEDS, START_VARIANT_RUNS, command)
+from study.common import plot_runs, run_many, run_summary, search_once
+from study.protocol import (DOCS, ROOT, RUNS, START_COLLAPSE_NAME, START_COLLAPSE_SPACE, START_EPOCHS,
+                            START_GRID_COLOUR_STDS, START_GRID_INITS, START_RUNS, START_SEEDS, START_VARIANT_RUNS,
+                            command)
 
 
 def colour_r2(tokens: torch.Tensor, colours: torch.Tensor) -> float:
@@ -199,15 +200,9 @@ def summarise_start(seeds: tuple[int, ...] = START_SEEDS, epochs: int = START_EP
 def stage_start_collapse(workers: int = 2, docs: Path = DOCS) -> dict:
     """The failure-seeking search from the start of section 17 (START_COLLAPSE_SPACE), run (or
     resumed) with the real search script, summarised like the collapse stage's."""
-    import subprocess
-    import sys
-
     from study.collapse import summarise_collapse
 
     exp_dir = ROOT / "results" / START_COLLAPSE_NAME
-    cmd = [sys.executable, str(ROOT / "scripts" / "search.py"), START_COLLAPSE_SPACE, "--name", START_COLLAPSE_NAME,
-           "--max-concurrent", str(workers)]
-    if not (exp_dir / "best_trial.json").is_file():
-        subprocess.run(cmd + (["--resume"] if exp_dir.is_dir() else []), cwd=ROOT, check=True)
+    search_once(START_COLLAPSE_SPACE, exp_dir, workers)
     return summarise_collapse(exp_dir, docs, name="startcollapse", command_text=command("startcollapse"),
                               space_path=START_COLLAPSE_SPACE)
