@@ -17,7 +17,7 @@ from model.io import atomic_write_json, atomic_write_text
 from search.export import read_json, read_jsonl
 from search.runs import TrainRun
 from search.targets import CALIBRATED_FILE, CALIBRATION_RATIO, SEED, VAL_LOSS_RATIO, calibrate_from, calibrated
-from study.signature import seed_signature
+from study.signature import seed_signature, usage_decay
 
 from study.common import final_value, finite_mean, run_summary, trial_base, trials_with_rows, plot_runs, run_many
 from study.protocol import (COLLAPSE_NAME, COLLAPSE_SPACE, CONFIRM_CONFIGS, CONFIRM_EPOCHS, CONFIRM_SEEDS, DOCS,
@@ -59,7 +59,7 @@ def summarise_collapse(exp_dir: Path, docs: Path = DOCS, name: str = "collapse",
                                                                 "val/loss", "grad/norm_mean", "codes/nmi_colour",
                                                                 "codes/nmi_chance")},
                        "min_usage_after_5": min((r["codebook/usage"] for r in rows if r["epoch"] > 5), default=math.nan),
-                       "signature": seed_signature(rows)})
+                       "signature": seed_signature(rows), "decay": usage_decay(rows)})
     importances, why_not = param_importances(load_study(exp_dir))
     # where collapse happens: mean final score (and usage) by value of each categorical parameter,
     # over the trials that ran the full budget (ASHA-stopped ones are scored at an early rung)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from model.io import atomic_write_text
 from search.targets import COLLAPSE_USAGE_FLOOR, GRAD_MAX_MAX, GRAD_MEAN_MAX, SEED, SEED_NO_VQ
-from study.signature import SEED_SIXTH_RUN, SIGNATURE_BY_EPOCH, SIGNATURE_CONTEXT_RANK, SIGNATURE_USAGE
+from study.signature import HEALTHY_USAGE, SEED_SIXTH_RUN, SIGNATURE_BY_EPOCH, SIGNATURE_CONTEXT_RANK, SIGNATURE_USAGE
 from model.objects import SHAPE_SIZE
 from search.metrics import item_ids
 from study.protocol import (CONFIRM_EPOCHS, CONFIRM_SEEDS, DOCS, MAIN_VERIFY_SEEDS, PRODUCTION_EPOCHS, RANKCORR_GOAL,
-                            ROOT, SHARED_STREAM_COMMIT)
+                            ROOT, SHARED_STREAM_COMMIT, START_COLLAPSE_SPACE)
 
 OUT = ROOT / "docs" / "study.md"
 
@@ -99,6 +99,14 @@ def section_collapse(s: dict | None, heading: str = "## 1. The failure-seeking s
                   f"{_pct(lowest['signature']['min_usage'])}; lowest context rank "
                   f"{_f(lowest['signature']['min_context_rank'])}). {unrefreshed} of the {len(five)} least healthy "
                   "trials had no dead-code refresh within their budget.", ""]
+    decays = [t["decay"] for t in trials if t.get("decay")]
+    if decays:
+        lines += [f"Did any trial decay as the seed's run did, healthy first (usage of at least {HEALTHY_USAGE:.0%} "
+                  f"at some epoch) and below {SIGNATURE_USAGE:.0%} at a later one (study/signature.py: usage_decay)? "
+                  f"{sum(d['decayed'] for d in decays)} of {len(decays)} trials. The lowest usage of "
+                  f"{sum(d['lowest_usage_epoch'] == 1 for d in decays)} of {len(decays)} trials is at their first "
+                  "epoch" + (": where this search finds low usage, the run started there; none fell to it from a "
+                             "healthy start as the seed's did." if not any(d["decayed"] for d in decays) else "."), ""]
     if s["importances"]:
         lines += ["Parameter importance for the final score (Optuna PED-ANOVA over the completed trials):", "",
                   "| parameter | importance |", "|---|---|"]
@@ -488,10 +496,12 @@ def _groups_table(s: dict) -> list[str]:
     return lines + [""]
 
 
-def section_production(s: dict | None, ref: dict | None = None, unq: dict | None = None) -> list[str]:
-    lines = [f"## 7. The production config over {PRODUCTION_EPOCHS} epochs", ""]
+def section_production(s: dict | None, ref: dict | None = None, unq: dict | None = None,
+                       heading: str = f"## 7. The production config over {PRODUCTION_EPOCHS} epochs",
+                       stage: str = "production") -> list[str]:
+    lines = [heading, ""]
     if s is None:
-        return lines + not_run("production")
+        return lines + not_run(stage)
     runs = [r for r in s["runs"] if r["items"].get("calibrated")]
     lines += [f"Command: `{s['command']}`: `{s['config']}` trained {s['epochs']} epochs with fresh seeds "
               f"{s['seeds']}; each item judged on the run (calibrated targets; the seed's literal verdict beside).", ""]
@@ -520,8 +530,25 @@ def section_production(s: dict | None, ref: dict | None = None, unq: dict | None
         grad_failed = any(rates[k] < n for k in rates if k.startswith("grad_norm"))
         lines += _grad_after_first_epoch([r["grad_after_epoch1"] for r in runs if "grad_after_epoch1" in r]
                                          if grad_failed else [])
-    lines += ["![production](study/production.png)", ""]
+    lines += [f"![{stage}](study/{stage}.png)", ""]
+    if stage != "production":  # the controls (reference, unquantized) were judged beside section 7's runs only
+        return lines
     return lines + reference_table(ref, s["epochs"]) + unquantized_table(unq, s["epochs"])
+
+
+def _production_then_and_now(then: dict | None, now: dict | None) -> list[str]:
+    """Section 7's verdict (the codebook copied from the colour embeddings) beside section 20's."""
+    if not then or not now or not then.get("runs") or not now.get("runs"):
+        return []
+
+    def verdict(s: dict) -> str:
+        rates, n = s["pass_rates"]["calibrated"], len(s["runs"])
+        return (f"{sum(c == n for c in rates.values())} of {len(rates)} items in every one of {n} seeds "
+                f"{s['seeds']}, final usage {_range([r['final']['codebook/usage'] for r in s['runs']], '{:.0%}')}")
+
+    return [f"Section 7 ran the same config file and seeds on the code of its time (its codebook copied from the "
+            f"colour embeddings, as up to commit {SHARED_STREAM_COMMIT}; other code has changed since as well): "
+            f"{verdict(then)}. Here: {verdict(now)}.", ""]
 
 
 def _pm(stat: dict, pattern: str = "{:.3g}") -> str:
@@ -815,9 +842,10 @@ def section_start(s: dict | None) -> list[str]:
     return lines + _start_run_tables(s, "start")
 
 
-def _start_run_tables(s: dict, image: str) -> list[str]:
+def _start_run_tables(s: dict, image: str, refresh: str | None = None) -> list[str]:
     """The runs of a start stage (start.json, start_grid.json): first and last epochs, what each
-    refresh did to usage, where the seed's signature appears, the per-epoch plot."""
+    refresh did to usage, where the seed's signature appears, the per-epoch plot. `refresh`: how
+    often the runs refresh (default: configs/sixth_run.yaml's interval, against the seed's)."""
     lines = []
     runs = s["runs"]
     lines += [f"Each config over seeds {s['seeds']} for up to {s['epochs']} epochs (every epoch logged up to where the "
@@ -833,9 +861,12 @@ def _start_run_tables(s: dict, image: str) -> list[str]:
                      f"{_f(final['val/loss'])} | {'reproduced' if r['signature'].get('reproduced') else 'no'} |")
     from model.config import load_config
 
-    interval = load_config(ROOT / "configs" / "sixth_run.yaml").vq.refresh_interval
-    seeds = "as the seed's" if interval == SEED_SIXTH_RUN["refresh_interval"] else f"the seed's: {SEED_SIXTH_RUN['refresh_interval']}"
-    lines += ["", f"After each dead-code refresh (every {interval} steps, configs/sixth_run.yaml's; {seeds}): usage "
+    if refresh is None:
+        interval = load_config(ROOT / "configs" / "sixth_run.yaml").vq.refresh_interval
+        seeds = ("as the seed's" if interval == SEED_SIXTH_RUN["refresh_interval"]
+                 else f"the seed's: {SEED_SIXTH_RUN['refresh_interval']}")
+        refresh = f"every {interval} steps, configs/sixth_run.yaml's; {seeds}"
+    lines += ["", f"After each dead-code refresh ({refresh}): usage "
               "the epoch before, at the refresh, "
               "and at the last epoch before the next one. Do revived codes stay used?", "",
               "| run | refresh at epoch | usage before | at the refresh | before the next (epoch) |", "|---|---|---|---|---|"]
@@ -858,6 +889,68 @@ def _start_run_tables(s: dict, image: str) -> list[str]:
     return lines
 
 
+def _grid_table(grid: list[dict]) -> list[str]:
+    """A start grid's epoch-1 states by cell, mean over seeds (range)."""
+    from study.start import cell_mean, grid_cells
+
+    lines = ["| codebook init | colour embedding std | usage after epoch 1 | context rank | target rank |",
+             "|---|---|---|---|---|"]
+    for (init, std), gs in grid_cells(grid).items():
+        usage, rank = [g["codebook/usage"] for g in gs], [g["rank/context"] for g in gs]
+        lines.append(f"| {init} | {_std(std)} | {_pct(cell_mean(gs, 'codebook/usage'))} ({_range(usage, '{:.0%}')}) | "
+                     f"{_f(cell_mean(gs, 'rank/context'))} ({_range(rank)}) | {_f(cell_mean(gs, 'rank/target'))} |")
+    return lines
+
+
+def _std(std: float | None) -> str:
+    return "default (1)" if std is None else f"{std:g}"
+
+
+def _where_the_seeds_start_lies(grid: list[dict]) -> str:
+    """Which cells start at the seed's 20-30% usage, which have its context rank, which is nearest
+    in both (study/start.py: nearest_seed_start)."""
+    from study.start import cell_mean, grid_cells, nearest_seed_start
+
+    seed_rank = SEED_SIXTH_RUN["context_rank_start"]
+    cells = grid_cells(grid)
+    in_band = [c for c, gs in cells.items() if 0.2 <= cell_mean(gs, "codebook/usage") <= 0.3]
+    both = [c for c in in_band if abs(cell_mean(cells[c], "rank/context") - seed_rank) <= RANK_NEAR]
+    rank_cell = min(cells, key=lambda c: abs(cell_mean(cells[c], "rank/context") - seed_rank))
+    near = nearest_seed_start(cells)
+    name = lambda c: f"{c[0]} init with colour std {_std(c[1])}"  # noqa: E731
+    return ("**Where the seed's start lies.** "
+            + ("Usage in the seed's 20-30% after one epoch: " + ", ".join(map(name, in_band)) + "; " if in_band
+               else "No cell of the grid starts at 20-30% usage; ")
+            + f"the context rank nearest the seed's {seed_rank:g} is {name(rank_cell)} "
+            f"({_f(cell_mean(cells[rank_cell], 'rank/context'))}, usage {_pct(cell_mean(cells[rank_cell], 'codebook/usage'))}). "
+            + (f"Both the seed's usage and a context rank within {RANK_NEAR:g} of its {seed_rank:g}: "
+               + ", ".join(map(name, both)) + ". " if both else
+               f"No cell has both the seed's usage and a context rank within {RANK_NEAR:g} of its {seed_rank:g}. ")
+            + f"Nearest the seed's start in both (study/start.py: seed_start_distance, the smallest |usage / "
+            f"{SEED_SIXTH_RUN['usage'][0]:g} - 1| + |rank / {seed_rank:g} - 1| of the means): {name(near)} (usage "
+            f"{_pct(cell_mean(cells[near], 'codebook/usage'))}, context rank {_f(cell_mean(cells[near], 'rank/context'))}).")
+
+
+def _start_answer(s: dict, where: str) -> list[str]:
+    """Does usage fall from the start, or the signature appear, in a start stage's quantized runs?"""
+    quantized = [r for r in s["runs"] if r.get("refreshes")]
+    if not quantized:
+        return []
+    fell = [r["name"] for r in quantized if r["signature"].get("reproduced")
+            or r["final"]["codebook/usage"] < r["first"].get("codebook/usage", math.nan)]
+    kept = [f["usage_before_next"] / f["usage_at"] for r in quantized for f in r["refreshes"]
+            if f["usage_at"] and math.isfinite(f["usage_at"]) and math.isfinite(f["usage_before_next"])]
+    return [("**Answer.** " + (
+        f"Even {where} the seed's collapse does not appear here: in none of the {len(quantized)} seeds does "
+        "the run show the seed's signature or end with less usage than after its first epoch (lowest usage "
+        f"{_range([r['min']['codebook/usage'] for r in quantized], '{:.0%}')}, at the end "
+        f"{_range([r['final']['codebook/usage'] for r in quantized], '{:.0%}')}). What keeps usage up is visible "
+        f"in the refresh table: each refresh revives codes, and {_range(kept, '{:.0%}')} of the usage right "
+        "after a refresh is still there before the next one, so usage climbs refresh by refresh instead of "
+        "falling back as the seed's revived codes did." if not fell else
+        f"Usage falls from its first epoch, or the seed's signature appears, in: {', '.join(fell)}.")), ""]
+
+
 RANK_NEAR = 1.5  # a context rank "near" the seed's 6.4 at the start: within this much
 
 
@@ -870,62 +963,133 @@ def section_start_grid(s: dict | None) -> list[str]:
               f"{seed_rank:g} (study/signature.py SEED_SIXTH_RUN). The sixth run here after its first epoch (a run of one "
               "epoch), by codebook "
               "init and the scale of the encoder's colour embedding (default: nn.Embedding's N(0, 1)), mean over seeds "
-              f"{s['seeds']} (range):", "",
-              "| codebook init | colour embedding std | usage after epoch 1 | context rank | target rank |", "|---|---|---|---|---|"]
-    cells: dict[tuple, list[dict]] = {}
-    for g in s["grid"]:
-        cells.setdefault((g["init"], g["colour_init_std"]), []).append(g)
-    for (init, std), gs in cells.items():
-        usage, rank, target = ([g[k] for g in gs] for k in ("codebook/usage", "rank/context", "rank/target"))
-        lines.append(f"| {init} | {'default (1)' if std is None else std} | {_pct(sum(usage) / len(usage))} "
-                     f"({_range(usage, '{:.0%}')}) | {_f(sum(rank) / len(rank))} ({_range(rank)}) | "
-                     f"{_f(sum(target) / len(target))} |")
-    def mean(gs: list[dict], key: str) -> float:
-        return sum(g[key] for g in gs) / len(gs) if gs else math.nan
-
-    in_band = [(init, std) for (init, std), gs in cells.items() if 0.2 <= mean(gs, "codebook/usage") <= 0.3]
-    both = [(init, std) for init, std in in_band if abs(mean(cells[init, std], "rank/context") - seed_rank) <= RANK_NEAR]
+              f"{s['seeds']} (range):", ""]
+    lines += _grid_table(s["grid"])
     from model.config import load_config
+    from study.start import cell_mean, grid_cells
 
     chosen = load_config(ROOT / "configs" / "sixth_run_kmeans_start.yaml")
-    chosen_cell = cells.get((chosen.vq.init, chosen.model.colour_init_std), [])
-    near_init, near_std = min(cells, key=lambda c: abs(mean(cells[c], "codebook/usage") / seed_usage - 1)
-                              + abs(mean(cells[c], "rank/context") / seed_rank - 1))
-    near_rank = min(cells.items(), key=lambda kv: abs(sum(g["rank/context"] for g in kv[1]) / len(kv[1]) - seed_rank))
-    (rank_init, rank_std), rank_gs = near_rank
-    lines += ["", "**Where the seed's start lies.** " + (
-        "Usage in the seed's 20-30% after one epoch: " + ", ".join(
-            f"{init} init with colour std {'default' if std is None else std}" for init, std in in_band) + "; "
-        if in_band else "No cell of the grid starts at 20-30% usage; ")
-        + f"the context rank nearest the seed's {seed_rank:g} is {rank_init} init with colour std "
-        f"{'default' if rank_std is None else rank_std} ({_f(sum(g['rank/context'] for g in rank_gs) / len(rank_gs))}, "
-        f"usage {_pct(sum(g['codebook/usage'] for g in rank_gs) / len(rank_gs))}). "
-        + (f"Both the seed's usage and a context rank within {RANK_NEAR:g} of its {seed_rank:g}: "
-           + ", ".join(f"{i} init, colour std {'default' if d is None else d}" for i, d in both) + ". " if both else
-           f"No cell has both the seed's usage and a context rank within {RANK_NEAR:g} of its {seed_rank:g}. ")
-        + f"Nearest the seed's start in both (the smallest |usage / {seed_usage:g} - 1| + |rank / {seed_rank:g} - 1| "
-        f"of the means): {near_init} init with colour std {'default' if near_std is None else near_std}. "
-        f"`configs/sixth_run_kmeans_start.yaml` is the cell with {chosen.vq.init} init and colour std "
-        f"{chosen.model.colour_init_std} (usage {_pct(mean(chosen_cell, 'codebook/usage'))}, context rank "
-        f"{_f(mean(chosen_cell, 'rank/context'))} after one epoch); it and the no-VQ diagnostic with the same colour "
-        "scale ran the seed's full budget:", ""]
-    lines += _start_run_tables(s, "start_grid")
-    quantized = [r for r in s["runs"] if r.get("refreshes")]
-    if quantized:
-        fell = [r["name"] for r in quantized if r["signature"].get("reproduced")
-                or r["final"]["codebook/usage"] < r["first"].get("codebook/usage", math.nan)]
-        kept = [f["usage_before_next"] / f["usage_at"] for r in quantized for f in r["refreshes"]
-                if f["usage_at"] and math.isfinite(f["usage_at"]) and math.isfinite(f["usage_before_next"])]
-        lines += [("**Answer.** " + (
-            f"Even from this start the seed's collapse does not appear here: in none of the {len(quantized)} seeds does "
-            "the run show the seed's signature or end with less usage than after its first epoch (lowest usage "
-            f"{_range([r['min']['codebook/usage'] for r in quantized], '{:.0%}')}, at the end "
-            f"{_range([r['final']['codebook/usage'] for r in quantized], '{:.0%}')}). What keeps usage up is visible "
-            f"in the refresh table: each refresh revives codes, and {_range(kept, '{:.0%}')} of the usage right "
-            "after a refresh is still there before the next one, so usage climbs refresh by refresh instead of "
-            "falling back as the seed's revived codes did." if not fell else
-            f"Usage falls from its first epoch, or the seed's signature appears, in: {', '.join(fell)}.")), ""]
+    chosen_cell = grid_cells(s["grid"]).get((chosen.vq.init, chosen.model.colour_init_std), [])
+    lines += ["", _where_the_seeds_start_lies(s["grid"]) + " "
+              f"`configs/sixth_run_kmeans_start.yaml` is the cell with {chosen.vq.init} init and colour std "
+              f"{chosen.model.colour_init_std} (usage {_pct(cell_mean(chosen_cell, 'codebook/usage'))}, context rank "
+              f"{_f(cell_mean(chosen_cell, 'rank/context'))} after one epoch); it and the no-VQ diagnostic with the same "
+              "colour scale ran the seed's full budget:", ""]
+    return lines + _start_run_tables(s, "start_grid") + _start_answer(s, "from this start")
+
+
+def section_start_rung(s: dict | None) -> list[str]:
+    lines = ["## 18. The same question at the ladder's rung", ""]
+    if s is None:
+        return lines + not_run("startrung")
+    rung = s["rung"]
+    lines += [f"Command: `{s['command']}`. Section 17 at the rung of section 11 (dim {rung['dim']}, data "
+              f"{rung['data']}: `--set {' '.join(s['rung_overrides'])}`), where an epoch is more steps and the "
+              "colour embedding is wider, so a colour scale starts elsewhere. The sixth run with k-means init (the "
+              "only init of section 17's grid above 4% usage) after its first epoch, by colour-embedding std, mean "
+              f"over seeds {s['seeds']} (range):", ""]
+    lines += _grid_table(s["grid"])
+    near, usage = s["nearest_cell"], s["nearest_usage_cell"]
+    lines += ["", _where_the_seeds_start_lies(s["grid"]) + f" That cell (colour std {_std(near['colour_init_std'])}) "
+              "and the no-VQ diagnostic with the same colour scale ran the seed's full budget at this rung"
+              + (f"; so did the quantized run from the cell nearest the seed's usage alone (colour std "
+                 f"{_std(usage['colour_init_std'])}), the start from which usage has room to fall as the seed's did"
+                 if usage != near else "") + " (study/start.py: rung_runs):", ""]
+    return lines + _start_run_tables(s, "start_rung") + _start_answer(s, "from the start nearest the seed's at this rung")
+
+
+def section_signature_trials(s: dict | None) -> list[str]:
+    """The search's trials with the seed's signature (startcollapse.json: signature_trials): over
+    fresh seeds, healthy first or collapsed from the start, and the switch that removes it."""
+    trials = (s or {}).get("signature_trials") or []
+    lines = []
+    for t in trials:
+        runs = t["runs"]
+        if not runs:
+            continue
+        decayed = [f"{r['name']}: at least {HEALTHY_USAGE:.0%} at epoch {r['decay']['healthy_epoch']}, below "
+                   f"{SIGNATURE_USAGE:.0%} at epoch {r['decay']['epoch']}" for r in runs if r.get("decay", {}).get("decayed")]
+        at_start = [r for r in runs if r["signature"].get("epoch") == 1]
+        lines += [f"### Trial `{t['trial_id']}`, the one with the seed's signature, over fresh seeds", "",
+                  f"Its config (`{_params(t['params'])}`) over seeds {t['seeds']} for up to {t['epochs']} epochs, with "
+                  "the trainer's own patience rule. The signature appears in "
+                  f"{sum(bool(r['signature'].get('reproduced')) for r in runs)} of {len(runs)} seeds, at the first epoch "
+                  f"in {len(at_start)}; usage decays from a healthy level (usage_decay) in {len(decayed)} of {len(runs)}"
+                  + (f" ({'; '.join(decayed)})" if decayed else "") + ".", ""]
+        lines += _start_run_tables(t, "startcollapse_signature",
+                                   refresh=f"every {t['params'].get('vq.refresh_interval', '?'):.0f} steps, the trial's"
+                                   if isinstance(t['params'].get('vq.refresh_interval'), (int, float)) else "the trial's")
+        switches = t["switches"]
+        if switches:
+            lines += [f"The switch: each of the trial's searched values put back to the base config's "
+                      f"(`{START_COLLAPSE_SPACE}`'s base), one at a time, same seeds, {switches[0]['epochs']} epochs (the "
+                      "signature's window):", "",
+                      "| put back | trial's value | base value | signature (seeds) | decay (seeds) | usage at epoch 1 | "
+                      "context rank at epoch 1 | lowest context rank | usage at the end |", "|---|---|---|---|---|---|---|---|---|"]
+            for w in switches:
+                rs = w["runs"]
+                lines.append(f"| `{w['param']}` | {_param_value(w['trial_value'])} | {_param_value(w['base_value'])} | "
+                             f"{sum(bool(r['signature'].get('reproduced')) for r in rs)}/{len(rs)} | "
+                             f"{sum(bool(r.get('decay', {}).get('decayed')) for r in rs)}/{len(rs)} | "
+                             f"{_range([r['first'].get('codebook/usage') for r in rs], '{:.0%}')} | "
+                             f"{_range([r['first'].get('rank/context') for r in rs])} | "
+                             f"{_range([r['min']['rank/context'] for r in rs])} | "
+                             f"{_range([r['final']['codebook/usage'] for r in rs], '{:.0%}')} |")
+            removes = [w["param"] for w in switches if w["runs"] and not any(r["signature"].get("reproduced") for r in w["runs"])]
+            lines += ["", "**The switch.** " + (
+                "Putting back any one of " + ", ".join(f"`{k}`" for k in removes) + " removes the signature in every "
+                "seed." if removes else "No single value put back removes the signature in every seed."), ""]
     return lines
+
+
+def section_part4(start: dict | None, grid: dict | None, rung: dict | None, collapse: dict | None,
+                  production: dict | None) -> list[str]:
+    """What Part 4 means, every figure read from the stages' summaries: does the seed's collapse (healthy
+    first, then usage below 5%) appear anywhere in sections 16-19, where does the signature rule fire
+    instead, what each refresh leaves, and whether the shipped config passes from the new start."""
+    named = [(f"section {n}", r) for n, st in ((16, start), (17, grid), (18, rung)) if st for r in st["runs"]]
+    for t in (collapse or {}).get("signature_trials", []):
+        named += [("section 19", r) for r in t["runs"]]
+    quantized = [(where, r) for where, r in named if r.get("refreshes") or math.isfinite(r["min"]["codebook/usage"])]
+    if not quantized:
+        return []
+    decayed = [r["name"] for _, r in quantized if r.get("decay", {}).get("decayed")]
+    trials = [t for t in (collapse or {}).get("trials", []) if t.get("decay")]
+    switched = [r for t in (collapse or {}).get("signature_trials", []) for w in t["switches"] for r in w["runs"]]
+    signature = [r for _, r in quantized if r["signature"].get("reproduced")]
+    at_start = [r for r in signature if r["signature"].get("epoch") == 1]
+    in_band = [r for where, r in quantized if where in ("section 17", "section 18")
+               and 0.2 <= r.get("first", {}).get("codebook/usage", math.nan) <= 0.3]
+    near = [r for where, r in quantized if where in ("section 17", "section 18")]
+    kept = [f["usage_before_next"] / f["usage_at"] for _, r in quantized for f in r.get("refreshes", [])
+            if f["usage_at"] and math.isfinite(f["usage_at"]) and math.isfinite(f["usage_before_next"])]
+    lines = ["## What Part 4 means", "", "Every figure below is read from the summaries of sections 16-20.", "",
+             f"- **The seed's collapse** (usage at least {HEALTHY_USAGE:.0%} at some epoch, below {SIGNATURE_USAGE:.0%} at a "
+             f"later one: study/signature.py usage_decay) appears in {len(decayed)} of {len(quantized)} quantized runs of "
+             "sections 16-19" + (f" ({', '.join(decayed)})" if decayed else "")
+             + (f", in {sum(t['decay']['decayed'] for t in trials)} of {len(trials)} trials of section 19's search"
+                if trials else "")
+             + (f" and in {sum(bool(r.get('decay', {}).get('decayed')) for r in switched)} of {len(switched)} runs of its "
+                "switch tables (one value put back)" if switched else "") + ".",
+             f"- **The starts.** {len(in_band)} of the {len(near)} quantized runs of sections 17 and 18 began inside the "
+             f"seed's 20-30% usage after epoch 1 (the others: {_range([r['first'].get('codebook/usage') for r in near if r not in in_band], '{:.0%}')}).",
+             f"- **The signature rule alone** (usage < {SIGNATURE_USAGE:.0%} and context rank < {SIGNATURE_CONTEXT_RANK:g} "
+             f"in one epoch within {SIGNATURE_BY_EPOCH}) fires in {len(signature)} of those runs, at the first epoch in "
+             f"{len(at_start)}: runs that start collapsed"
+             + (f", whose usage at the end is {_range([r['final']['codebook/usage'] for r in signature], '{:.0%}')}." if signature else "."),
+             f"- **The refresh.** Over every dead-code refresh in these runs, the usage just before the next refresh is "
+             f"{_range(kept, '{:.0%}')} of the usage right after one."]
+    if production and production.get("runs"):
+        rates, n = production["pass_rates"]["calibrated"], len(production["runs"])
+        lines.append(f"- **The shipped config** (`{production['config']}`, section 20) passes every checklist item in "
+                     f"{min(rates.values())} of {n} fresh seeds" + (
+                         "." if min(rates.values()) == n else "; items it misses in some seed: "
+                         + ", ".join(f"{k} ({c}/{n})" for k, c in rates.items() if c < n) + "."))
+    return lines + [""]
+
+
+def _param_value(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def section_vqvae(s: dict | None) -> list[str]:
@@ -1015,8 +1179,15 @@ def write_study_doc(docs: Path = DOCS, out: Path = OUT) -> Path:
         lines += [(docs / "notes_part3.md").read_text().rstrip(), ""]
     lines += section_start(_load("start", docs))
     lines += section_start_grid(_load("start_grid", docs))
-    lines += section_collapse(_load("startcollapse", docs), "## 18. The failure-seeking search from that start",
+    lines += section_start_rung(_load("start_rung", docs))
+    lines += section_collapse(_load("startcollapse", docs), "## 19. The failure-seeking search from that start",
                               "startcollapse", False)
+    lines += section_signature_trials(_load("startcollapse", docs))
+    lines += section_production(_load("startproduction", docs), heading="## 20. The shipped config from the "
+                                "codebook's own stream", stage="startproduction")
+    lines += _production_then_and_now(_load("production", docs), _load("startproduction", docs))
+    lines += section_part4(_load("start", docs), _load("start_grid", docs), _load("start_rung", docs),
+                           _load("startcollapse", docs), _load("startproduction", docs))
     lines += section_wall_times(_load("wall_times", docs))
     atomic_write_text(out, "\n".join(lines))
     return out

@@ -186,27 +186,35 @@ def summarise_searches(docs: Path = DOCS) -> dict:
 
 def stage_production(workers: int = 3, seeds: tuple[int, ...] = PRODUCTION_SEEDS, config: Path = PRODUCTION_CONFIG,
                      epochs: int | None = None, overrides: tuple[str, ...] = (), docs: Path = DOCS,
-                     runs: Path = RUNS) -> dict:
-    """Train the production config afresh with each seed (all at once, one thread each), then summarise."""
+                     runs: Path = RUNS, stage: str = "production") -> dict:
+    """Train the production config afresh with each seed (all at once, one thread each), then
+    summarise; `stage` names its runs' folder, its summary (docs/study/<stage>.json) and command."""
     if not config.is_file():
         raise SystemExit(f"{config} is missing: run `{command('main')}` first")
-    results = runs / "production"
+    results = runs / stage
     extra = [f"training.epochs={epochs}"] if epochs else []
     jobs = [(config, f"stable_production-seed{s}", results, [f"seed={s}", "training.num_threads=1", *extra, *overrides])
             for s in seeds]
     run_many(jobs, max(workers, len(seeds)))
-    return summarise_production(seeds, config, docs, runs, epochs)
+    return summarise_production(seeds, config, docs, runs, epochs, stage)
+
+
+def stage_start_production(workers: int = 3) -> dict:
+    """configs/stable_production.yaml as stage `production` runs it, made again with the codebook's
+    own stream (Part 4): the shipped config from the start the study now has."""
+    return stage_production(workers, stage="startproduction")
 
 
 def summarise_production(seeds: tuple[int, ...] = PRODUCTION_SEEDS, config: Path = PRODUCTION_CONFIG,
-                         docs: Path = DOCS, runs: Path = RUNS, epochs: int | None = None) -> dict:
+                         docs: Path = DOCS, runs: Path = RUNS, epochs: int | None = None,
+                         stage: str = "production") -> dict:
     planned = epochs or yaml.safe_load(config.read_text())["training"]["epochs"]
     target_sets = {"calibrated": calibrated(), "seed": SEED}
-    summary = {"command": command("production"), "config": str(config.relative_to(ROOT) if config.is_relative_to(ROOT)
-                                                                   else config),
+    summary = {"command": command(stage), "config": str(config.relative_to(ROOT) if config.is_relative_to(ROOT)
+                                                        else config),
                "epochs": planned, "seeds": list(seeds), "runs": [], "pass_rates": {}}
     for s in seeds:
-        run_dir = runs / "production" / f"stable_production-seed{s}"
+        run_dir = runs / stage / f"stable_production-seed{s}"
         rows = read_jsonl(run_dir / "metrics.jsonl")
         status = read_json(run_dir / "status.json").get("status", "missing")
         entry = run_summary("stable_production", run_dir.name, TrainRun(run_dir.name, rows=rows, status=status), planned)
@@ -216,8 +224,8 @@ def summarise_production(seeds: tuple[int, ...] = PRODUCTION_SEEDS, config: Path
         summary["runs"].append(entry)
     for name in target_sets:
         summary["pass_rates"][name] = pass_counts([r["items"][name] for r in summary["runs"]])
-    atomic_write_json(docs / "production.json", summary)
-    plot_runs(summary["runs"], docs / "production.png", f"{summary['config']} over seeds {list(seeds)}, {planned} epochs")
+    atomic_write_json(docs / f"{stage}.json", summary)
+    plot_runs(summary["runs"], docs / f"{stage}.png", f"{summary['config']} over seeds {list(seeds)}, {planned} epochs")
     return summary
 
 

@@ -5,6 +5,9 @@ the checklist (search/judge.py) and stops collapsed trials by search/targets.py'
 - `SEED_SIXTH_RUN`: the seed's failed sixth run, as its report gives it (../shared/seed).
 - `seed_signature(history)`: does a run show the seed's failure, usage below SIGNATURE_USAGE
   and context rank below SIGNATURE_CONTEXT_RANK in one epoch within SIGNATURE_BY_EPOCH epochs.
+- `usage_decay(history)`: did usage fall as the seed's did, from a healthy level (HEALTHY_USAGE,
+  the low edge of the seed's 24% start) to below SIGNATURE_USAGE at a later epoch? The signature
+  alone also fires for a run that starts collapsed; the seed's run was healthy first.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ SEED_SIXTH_RUN = {"usage": (0.24, 0.017), "context_rank": (1.36, 1.88), "stopped
                   "context_rank_start": 6.4, "val_loss_spike": (27.2, 13), "refresh_interval": 500}
 # The seed's failure, as measured there: usage 24% -> 1.7%, context rank 6.4 -> 1.36-1.88.
 SIGNATURE_USAGE, SIGNATURE_CONTEXT_RANK, SIGNATURE_BY_EPOCH = 0.05, 3.0, 30
+HEALTHY_USAGE = 0.20  # the seed's run started at 24%: a run "healthy first" reached this much usage
 
 
 def seed_signature(history: list[dict]) -> dict:
@@ -29,3 +33,16 @@ def seed_signature(history: list[dict]) -> dict:
     return {"reproduced": hit is not None, "epoch": hit,
             "min_usage": min((h["codebook/usage"] for h in rows), default=math.nan),
             "min_context_rank": min((h["rank/context"] for h in rows), default=math.nan)}
+
+
+def usage_decay(history: list[dict]) -> dict:
+    """Did usage decay like the seed's (24% -> 1.7%): at or above HEALTHY_USAGE at some epoch s
+    and below SIGNATURE_USAGE at a later epoch t > s? Also the epoch of the lowest usage (where a
+    run that starts collapsed has it: epoch 1). -> {"decayed": bool, "healthy_epoch": first s or
+    None, "epoch": first such t or None, "lowest_usage_epoch": ...}."""
+    rows = [h for h in history if math.isfinite(h["codebook/usage"])]
+    healthy = next((h["epoch"] for h in rows if h["codebook/usage"] >= HEALTHY_USAGE), None)
+    fell = next((h["epoch"] for h in rows if healthy is not None and h["epoch"] > healthy
+                 and h["codebook/usage"] < SIGNATURE_USAGE), None)
+    lowest = min(rows, key=lambda h: h["codebook/usage"])["epoch"] if rows else None
+    return {"decayed": fell is not None, "healthy_epoch": healthy, "epoch": fell, "lowest_usage_epoch": lowest}

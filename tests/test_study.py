@@ -376,11 +376,76 @@ def test_the_start_grid_section_says_where_the_seeds_start_lies():
     assert "the context rank nearest the seed's 6.4 is kmeans init with colour std 0.3 (6.3, usage 9.0%)" in text
     assert "No cell has both the seed's usage and a context rank within 1.5 of its 6.4." in text
     # |0.09/0.24 - 1| + |6.3/6.4 - 1| = 0.64 against 0.85 (random) and 1.09 (kmeans 0.8)
-    assert "of the means): kmeans init with colour std 0.3." in text
+    assert "of the means): kmeans init with colour std 0.3 (usage 9.0%, context rank 6.3)." in text
     assert "is the cell with kmeans init and colour std 0.3 (usage 9.0%, context rank 6.3 after one epoch)" in text
     summary["grid"] = grid + cell("kmeans", 0.5, 0.25, 7.5)  # now one cell has both
     text = "\n".join(section_start_grid(summary))
-    assert "Both the seed's usage and a context rank within 1.5 of its 6.4: kmeans init, colour std 0.5." in text
+    assert "Both the seed's usage and a context rank within 1.5 of its 6.4: kmeans init with colour std 0.5." in text
+
+
+def test_the_rung_runs_take_the_cell_nearest_the_seeds_start_and_the_one_nearest_its_usage():
+    """study/start.py: seed_start_distance on hand values; at the rung, the cell nearest in usage and
+    rank together runs both START_RUNG_RUNS, the cell nearest in usage alone (if another) the quantized one."""
+    from study.protocol import START_RUNG_RUNS
+    from study.start import grid_cells, nearest_seed_start, nearest_seed_usage, rung_runs, seed_start_distance
+
+    assert seed_start_distance(0.24, 6.4) == 0
+    assert seed_start_distance(0.12, 9.6) == pytest.approx(0.5 + 0.5)
+
+    def cell(std, usage, rank):
+        return [{"init": "kmeans", "colour_init_std": std, "seed": s, "codebook/usage": usage, "rank/context": rank,
+                 "rank/target": 20.0} for s in (0, 1)]
+
+    # std 0.3: |0.047/0.24 - 1| + |5.7/6.4 - 1| = 0.80 + 0.11 = 0.91; std 2.0: 0.33 + 1.03 = 1.36
+    grid = cell(0.3, 0.047, 5.7) + cell(None, 0.12, 10.3) + cell(2.0, 0.32, 13.0)
+    cells = grid_cells(grid)
+    assert nearest_seed_start(cells) == ("kmeans", 0.3) and nearest_seed_usage(cells) == ("kmeans", 2.0)
+    runs = rung_runs(grid)
+    assert [(name, config, extra) for name, config, extra in runs] == [
+        (f"{START_RUNG_RUNS[0][0]}, colour std 0.3", START_RUNG_RUNS[0][1], ("model.colour_init_std=0.3",)),
+        (f"{START_RUNG_RUNS[1][0]}, colour std 0.3", START_RUNG_RUNS[1][1], ("model.colour_init_std=0.3",)),
+        (f"{START_RUNG_RUNS[0][0]}, colour std 2", START_RUNG_RUNS[0][1], ("model.colour_init_std=2.0",))]
+    assert len(rung_runs(cell(None, 0.24, 6.4) + cell(0.3, 0.01, 2.0))) == 2  # one cell nearest in both senses
+
+
+def _run(name, usage, ranks, refreshed=()):
+    """A start-stage run entry (study/start.py: _start_runs) from per-epoch usage and context rank."""
+    from search.runs import TrainRun
+    from study.common import run_summary
+    from study.signature import usage_decay
+    from study.start import refreshes
+
+    rows = [{"epoch": e + 1, "codebook/usage": u, "rank/context": r, "rank/target": 20.0, "val/loss": 5.0,
+             "codebook/refreshed": 50 if e + 1 in refreshed else 0} for e, (u, r) in enumerate(zip(usage, ranks))]
+    entry = run_summary(name, name, TrainRun(name, rows=rows, status="completed"), len(rows))
+    entry.update({"refreshes": refreshes(rows), "first": {k: rows[0][k] for k in ("codebook/usage", "rank/context",
+                                                                                   "rank/target", "val/loss")},
+                  "decay": usage_decay(rows)})
+    return entry
+
+
+def test_the_signature_trials_section_says_where_the_signature_starts_and_which_switch_removes_it():
+    """study/doc.py: a trial that starts collapsed shows the signature at epoch 1 without decaying;
+    the switch sentence names exactly the values whose putting back removes it in every seed."""
+    from study.doc import section_signature_trials
+
+    collapsed = [_run(f"sig-t-seed{s}", [0.04, 0.05, 0.7, 0.8], [2.0, 2.5, 4.0, 5.0], refreshed=(3,)) for s in (0, 1)]
+    healthy = [_run(f"sig-t-lr-seed{s}", [0.3, 0.4, 0.8, 0.8], [6.0, 6.5, 7.0, 7.0]) for s in (0, 1)]
+    mixed = [collapsed[0], healthy[1]]
+    summary = {"signature_trials": [{"trial_id": "t", "params": {"training.lr": 0.0066, "vq.refresh_interval": 265},
+                                     "seeds": [0, 1], "epochs": 4, "runs": collapsed, "switches": [
+        {"param": "training.lr", "trial_value": 0.0066, "base_value": 0.001, "epochs": 4, "runs": healthy},
+        {"param": "vq.refresh_interval", "trial_value": 265, "base_value": 500, "epochs": 4, "runs": mixed}]}]}
+    text = "\n".join(section_signature_trials(summary))
+    assert "The signature appears in 2 of 2 seeds, at the first epoch in 2; usage decays from a healthy level " \
+           "(usage_decay) in 0 of 2." in text
+    assert "(every 265 steps, the trial's)" in text
+    assert "| `training.lr` | 0.0066 | 0.001 | 0/2 | 0/2 | 30% | 6 | 6 | 80% |" in text
+    assert "| `vq.refresh_interval` | 265 | 500 | 1/2 |" in text
+    assert "**The switch.** Putting back any one of `training.lr` removes the signature in every seed." in text
+    summary["signature_trials"][0]["switches"].pop(0)
+    assert "No single value put back removes the signature in every seed." in "\n".join(section_signature_trials(summary))
+    assert section_signature_trials({"trials": []}) == [] and section_signature_trials(None) == []
 
 
 def test_the_vqvae_answer_leaves_the_first_epochs_out_of_the_lowest_usage():
@@ -392,3 +457,57 @@ def test_the_vqvae_answer_leaves_the_first_epochs_out_of_the_lowest_usage():
     assert _after_first_epochs(s) == ("After the first 3 epochs, the lowest usage per seed: the default's 2% (0 of 1 "
                                       "seeds at >= 80% every epoch); the winner's 79%-85% (1 of 2 seeds at >= 80% "
                                       "every epoch).")
+
+
+def test_what_part_4_means_counts_decays_signatures_and_refreshes_from_the_summaries():
+    """study/doc.py: section_part4 reads every figure from the stage summaries: a run that starts
+    collapsed fires the signature without decaying; a run healthy first that falls below 5% decays."""
+    from study.doc import section_part4
+
+    collapsed = _run("gpt-seed0", [0.01, 0.02, 0.6, 0.5], [1.5, 2.0, 5.0, 6.0], refreshed=(3,))  # kept 0.5/0.6
+    healthy = _run("kmeans-seed0", [0.25, 0.3, 0.8, 0.8], [6.0, 6.5, 7.0, 7.0], refreshed=(3,))
+    decays = _run("kmeans-seed1", [0.12, 0.22, 0.03, 0.04], [6.0, 5.0, 4.0, 4.0])
+    text = "\n".join(section_part4({"runs": [collapsed]}, {"runs": [healthy, decays]}, None,
+                                   {"trials": [{"decay": {"decayed": False, "lowest_usage_epoch": 1}}]},
+                                   {"config": "configs/x.yaml", "runs": [{}, {}],
+                                    "pass_rates": {"calibrated": {"final_val_loss": 1, "context_rank": 2}}}))
+    assert "appears in 1 of 3 quantized runs of sections 16-19 (kmeans-seed1), in 0 of 1 trials of section 19's " \
+           "search." in text
+    assert "1 of the 2 quantized runs of sections 17 and 18 began inside the seed's 20-30% usage after epoch 1 " \
+           "(the others: 12%)" in text
+    assert "fires in 1 of those runs, at the first epoch in 1: runs that start collapsed, whose usage at the end is 50%." in text
+    assert "the usage just before the next refresh is 83%-100% of the usage right after one." in text
+    assert "passes every checklist item in 1 of 2 fresh seeds; items it misses in some seed: final_val_loss (1/2)." in text
+    assert section_part4(None, None, None, None, None) == []
+
+
+def test_the_rung_section_names_both_cells_and_answers_from_its_runs():
+    from study.doc import section_start_rung
+
+    def cell(std, usage, rank):
+        return [{"init": "kmeans", "colour_init_std": std, "seed": 0, "codebook/usage": usage, "rank/context": rank,
+                 "rank/target": 20.0}]
+
+    run = _run("sixth_run_kmeans_start_colour_std_2-seed0", [0.32, 0.5, 0.9], [13.0, 13.0, 14.0], refreshed=(2,))
+    s = {"command": "python scripts/study.py startrung", "rung": {"dim": 128, "data": "arc12x2"},
+         "rung_overrides": ["model.dim=128"], "seeds": [0], "epochs": 3,
+         "grid": cell(0.3, 0.047, 5.7) + cell(2.0, 0.32, 13.0),
+         "nearest_cell": {"init": "kmeans", "colour_init_std": 0.3},
+         "nearest_usage_cell": {"init": "kmeans", "colour_init_std": 2.0}, "runs": [run]}
+    text = "\n".join(section_start_rung(s))
+    assert "| kmeans | 2 | 32.0% (32%) | 13 (13) | 20 |" in text
+    assert "That cell (colour std 0.3) and the no-VQ diagnostic" in text and "(colour std 2), the start from which" in text
+    assert "**Answer.** Even from the start nearest the seed's at this rung the seed's collapse does not appear here" in text
+
+
+def test_section_20_sets_the_shipped_configs_verdict_beside_section_7s():
+    from study.doc import _production_then_and_now
+
+    def summary(rates, usages):
+        return {"seeds": [1000, 1001], "pass_rates": {"calibrated": rates},
+                "runs": [{"final": {"codebook/usage": u}} for u in usages]}
+
+    text = _production_then_and_now(summary({"a": 2, "b": 1}, [0.81, 0.88]), summary({"a": 2, "b": 2}, [0.9, 0.83]))[0]
+    assert text.endswith(": 1 of 2 items in every one of 2 seeds [1000, 1001], final usage 81%-88%. Here: 2 of 2 items "
+                         "in every one of 2 seeds [1000, 1001], final usage 83%-90%.")
+    assert _production_then_and_now(None, summary({"a": 2}, [0.9])) == []

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from search import targets as T
-from study.signature import seed_signature
+from study.signature import seed_signature, usage_decay
 from search.judge import checklist
 from search.score import diverged_score, objective_score, run_score
 from search.space import load_space
@@ -34,6 +34,16 @@ def test_seed_signature_needs_low_usage_and_low_rank_in_the_same_epoch_within_30
         "reproduced": True, "epoch": 9, "min_usage": 0.017, "min_context_rank": 1.4}
     assert not seed_signature([row(1, 0.03, 9.0), row(2, 0.3, 2.0)])["reproduced"]
     assert not seed_signature([row(31, 0.01, 1.0)])["reproduced"]  # too late
+
+
+def test_usage_decay_needs_a_healthy_epoch_before_the_fall():
+    seed_like = [row(1, 0.24, 6.4), row(5, 0.30, 6.0), row(9, 0.017, 1.4), row(10, 0.02, 1.4)]
+    assert usage_decay(seed_like) == {"decayed": True, "healthy_epoch": 1, "epoch": 9, "lowest_usage_epoch": 9}
+    # starts collapsed, then a refresh lifts it: the signature's numbers, but no decay
+    assert usage_decay([row(1, 0.04, 2.3), row(6, 0.73, 3.8), row(7, 0.76, 4.0)]) == {
+        "decayed": False, "healthy_epoch": 6, "epoch": None, "lowest_usage_epoch": 1}
+    assert not usage_decay([row(1, 0.19, 6.0), row(2, 0.01, 1.0)])["decayed"]  # never healthy first
+    assert not usage_decay([row(1, 0.5, 6.0), row(2, 0.05, 1.0)])["decayed"]  # 5% is not below 5%
 
 
 def test_calibration_rule_and_file(tmp_path):
