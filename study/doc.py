@@ -883,7 +883,7 @@ def _start_run_tables(s: dict, image: str, refresh: str | None = None) -> list[s
     lines += ["", f"Across the refreshes above, the usage just before the next refresh is {_range(kept, '{:.0%}')} of the "
               f"usage right after one. The seed's signature (usage < {SIGNATURE_USAGE:.0%} and context rank < "
               f"{SIGNATURE_CONTEXT_RANK:g} within {SIGNATURE_BY_EPOCH} epochs, study/signature.py) appears in: "
-              + "; ".join(f"{c} {sum(v)}/{len(v)} seeds" for c, v in reproduced.items()) + ".", "",
+              + "; ".join(f"{c}: {sum(v)}/{len(v)} seeds" for c, v in reproduced.items()) + ".", "",
               f"![{image}](study/{image}.png)", "",
               "The stars are the seed's sixth run (its first and last epoch; study/signature.py SEED_SIXTH_RUN).", ""]
     return lines
@@ -941,8 +941,8 @@ def _start_answer(s: dict, where: str) -> list[str]:
     kept = [f["usage_before_next"] / f["usage_at"] for r in quantized for f in r["refreshes"]
             if f["usage_at"] and math.isfinite(f["usage_at"]) and math.isfinite(f["usage_before_next"])]
     return [("**Answer.** " + (
-        f"Even {where} the seed's collapse does not appear here: in none of the {len(quantized)} seeds does "
-        "the run show the seed's signature or end with less usage than after its first epoch (lowest usage "
+        f"Even {where} the seed's collapse does not appear here: none of the {len(quantized)} quantized runs "
+        "shows the seed's signature or ends with less usage than after its first epoch (lowest usage "
         f"{_range([r['min']['codebook/usage'] for r in quantized], '{:.0%}')}, at the end "
         f"{_range([r['final']['codebook/usage'] for r in quantized], '{:.0%}')}). What keeps usage up is visible "
         f"in the refresh table: each refresh revives codes, and {_range(kept, '{:.0%}')} of the usage right "
