@@ -874,9 +874,7 @@ def _start_run_tables(s: dict, image: str, refresh: str | None = None) -> list[s
         for f in r.get("refreshes", []):
             lines.append(f"| {r['name']} | {f['epoch']} | {_pct(f['usage_before'])} | {_pct(f['usage_at'])} | "
                          f"{_pct(f['usage_before_next'])} ({f['until_epoch']}) |")
-    quantized = [r for r in runs if r.get("refreshes")]
-    kept = [f["usage_before_next"] / f["usage_at"] for r in quantized for f in r["refreshes"]
-            if f["usage_at"] and math.isfinite(f["usage_at"]) and math.isfinite(f["usage_before_next"])]
+    kept = _kept_after_refresh(runs)
     reproduced = {}
     for r in runs:
         reproduced.setdefault(r["config"], []).append(bool(r["signature"].get("reproduced")))
@@ -887,6 +885,16 @@ def _start_run_tables(s: dict, image: str, refresh: str | None = None) -> list[s
               f"![{image}](study/{image}.png)", "",
               "The stars are the seed's sixth run (its first and last epoch; study/signature.py SEED_SIXTH_RUN).", ""]
     return lines
+
+
+def _kept_after_refresh(runs: list[dict]) -> list[float]:
+    """Per refresh of each run (study/start.py: refreshes): the usage just before the next refresh
+    over the usage right after this one (1: the revived codes all stayed in use)."""
+    return [f["usage_before_next"] / f["usage_at"] for r in runs for f in r.get("refreshes", [])
+            if f["usage_at"] and math.isfinite(f["usage_at"]) and math.isfinite(f["usage_before_next"])]
+
+
+RANK_NEAR = 1.5  # a context rank "near" the seed's 6.4 at the start: within this much
 
 
 def _grid_table(grid: list[dict]) -> list[str]:
@@ -938,8 +946,7 @@ def _start_answer(s: dict, where: str) -> list[str]:
         return []
     fell = [r["name"] for r in quantized if r["signature"].get("reproduced")
             or r["final"]["codebook/usage"] < r["first"].get("codebook/usage", math.nan)]
-    kept = [f["usage_before_next"] / f["usage_at"] for r in quantized for f in r["refreshes"]
-            if f["usage_at"] and math.isfinite(f["usage_at"]) and math.isfinite(f["usage_before_next"])]
+    kept = _kept_after_refresh(quantized)
     return [("**Answer.** " + (
         f"Even {where} the seed's collapse does not appear here: none of the {len(quantized)} quantized runs "
         "shows the seed's signature or ends with less usage than after its first epoch (lowest usage "
@@ -949,9 +956,6 @@ def _start_answer(s: dict, where: str) -> list[str]:
         "after a refresh is still there before the next one, so usage climbs refresh by refresh instead of "
         "falling back as the seed's revived codes did." if not fell else
         f"Usage falls from its first epoch, or the seed's signature appears, in: {', '.join(fell)}.")), ""]
-
-
-RANK_NEAR = 1.5  # a context rank "near" the seed's 6.4 at the start: within this much
 
 
 def section_start_grid(s: dict | None) -> list[str]:
@@ -1001,6 +1005,8 @@ def section_start_rung(s: dict | None) -> list[str]:
 def section_signature_trials(s: dict | None) -> list[str]:
     """The search's trials with the seed's signature (startcollapse.json: signature_trials): over
     fresh seeds, healthy first or collapsed from the start, and the switch that removes it."""
+    from study.start import signature_plot
+
     trials = (s or {}).get("signature_trials") or []
     lines = []
     for t in trials:
@@ -1016,9 +1022,9 @@ def section_signature_trials(s: dict | None) -> list[str]:
                   f"{sum(bool(r['signature'].get('reproduced')) for r in runs)} of {len(runs)} seeds, at the first epoch "
                   f"in {len(at_start)}; usage decays from a healthy level (usage_decay) in {len(decayed)} of {len(runs)}"
                   + (f" ({'; '.join(decayed)})" if decayed else "") + ".", ""]
-        lines += _start_run_tables(t, "startcollapse_signature",
-                                   refresh=f"every {t['params'].get('vq.refresh_interval', '?'):.0f} steps, the trial's"
-                                   if isinstance(t['params'].get('vq.refresh_interval'), (int, float)) else "the trial's")
+        interval = t["params"].get("vq.refresh_interval")
+        lines += _start_run_tables(t, signature_plot(t["trial_id"]), refresh="the trial's interval" if interval is None
+                                   else f"every {interval:.0f} steps, the trial's")
         switches = t["switches"]
         if switches:
             lines += [f"The switch: each of the trial's searched values put back to the base config's "
@@ -1061,8 +1067,7 @@ def section_part4(start: dict | None, grid: dict | None, rung: dict | None, coll
     in_band = [r for where, r in quantized if where in ("section 17", "section 18")
                and 0.2 <= r.get("first", {}).get("codebook/usage", math.nan) <= 0.3]
     near = [r for where, r in quantized if where in ("section 17", "section 18")]
-    kept = [f["usage_before_next"] / f["usage_at"] for _, r in quantized for f in r.get("refreshes", [])
-            if f["usage_at"] and math.isfinite(f["usage_at"]) and math.isfinite(f["usage_before_next"])]
+    kept = _kept_after_refresh([r for _, r in quantized])
     lines = ["## What Part 4 means", "", "Every figure below is read from the summaries of sections 16-20.", "",
              f"- **The seed's collapse** (usage at least {HEALTHY_USAGE:.0%} at some epoch, below {SIGNATURE_USAGE:.0%} at a "
              f"later one: study/signature.py usage_decay) appears in {len(decayed)} of {len(quantized)} quantized runs of "

@@ -86,17 +86,18 @@ START_SEEDS, START_EPOCHS = CONFIRM_SEEDS, PRODUCTION_EPOCHS
 # colour-embedding scales (None: nn.Embedding's N(0, 1)), then the variant whose epoch-1 usage falls in the
 # seed's 20-30% (configs/sixth_run_kmeans_start.yaml, chosen from that grid) and its no-VQ twin, as in `start`
 START_GRID_INITS, START_GRID_COLOUR_STDS = ("random", "kmeans"), (0.3, 0.5, 0.8, None)
+START_VARIANT_RUNS = (("sixth_run_kmeans_start", "sixth_run_kmeans_start", ()),
+                      ("no-VQ, colour std 0.3", "diagnostic_no_vq", ("model.colour_init_std=0.3",)))
 # stage `startrung`: the same question at the ladder's chosen rung, whose width and data change the
 # epoch-1 state of a colour scale: the first epoch over these colour stds (k-means init, the only
 # init that left the dim-64 grid's 4%), then these runs with the colour std of the cell nearest the
 # seed's start (in usage and rank; the quantized run also with the cell nearest in usage alone)
 START_RUNG_COLOUR_STDS = (0.1, 0.2, 0.3, 0.5, None, 2.0, 3.0)
 START_RUNG_RUNS = (("sixth_run_kmeans_start", "sixth_run_kmeans_start", ()), ("no-VQ", "diagnostic_no_vq", ()))
+# stage `startcollapse`: the failure-seeking search from section 17's start; each of its trials with the
+# seed's signature over fresh seeds (scripts/verify.py's)
 START_COLLAPSE_SPACE, START_COLLAPSE_NAME = "spaces/collapse_kmeans_start.yaml", "study-startcollapse"
-# stage `startcollapse`: each trial of that search with the seed's signature, over fresh seeds (scripts/verify.py's)
 START_SIGNATURE_SEEDS = PRODUCTION_SEEDS
-START_VARIANT_RUNS = (("sixth_run_kmeans_start", "sixth_run_kmeans_start", ()),
-                      ("no-VQ, colour std 0.3", "diagnostic_no_vq", ("model.colour_init_std=0.3",)))
 # the last commit whose codebook drew its initial rows on the run's bare seed (the model's own stream): the
 # stages of Parts 1-3 ran there (docs/study.md says so at its top)
 SHARED_STREAM_COMMIT = "fce11f1"

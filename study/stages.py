@@ -45,7 +45,7 @@ STAGES = (
     Stage("startgrid", start.stage_start_grid, "the sixth run's first epoch over codebook inits x colour scales; "
           "the variant that starts like the seed's, 80 epochs"),
     Stage("startrung", start.stage_start_rung, "at the ladder's chosen rung: the first epoch over colour scales; "
-          "the cell nearest the seed's start and its no-VQ twin, 80 epochs"),
+          "the cells nearest the seed's start (and its usage) with a no-VQ twin, 80 epochs"),
     Stage("startcollapse", start.stage_start_collapse, "the failure-seeking search from that start, past two refreshes"),
     Stage("startproduction", fix.stage_start_production, "configs/stable_production.yaml as `production` runs it, "
           "with the codebook's own stream"),

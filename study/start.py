@@ -27,6 +27,7 @@ config's, one at a time (the switch that removes it).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -145,6 +146,59 @@ def stage_start(workers: int = 2, seeds: tuple[int, ...] = START_SEEDS, epochs: 
 def grid_name(init: str, std: float | None, seed: int) -> str:
     return f"grid-{init}-std{'default' if std is None else std}-seed{seed}"
 
+def grid_cells(grid: list[dict]) -> dict[tuple, list[dict]]:
+    """A grid's epoch-1 rows by cell: {(init, colour std): [one row per seed]}."""
+    cells: dict[tuple, list[dict]] = {}
+    for g in grid:
+        cells.setdefault((g["init"], g["colour_init_std"]), []).append(g)
+    return cells
+
+def _grid_rows(folder: Path, cells: list[tuple], seeds: tuple[int, ...]) -> list[dict]:
+    out = []
+    for init, std in cells:
+        for s in seeds:
+            rows = read_jsonl(folder / grid_name(init, std, s) / "metrics.jsonl")
+            out.append({"init": init, "colour_init_std": std, "seed": s,
+                        **{k: rows[0].get(k, math.nan) if rows else math.nan
+                           for k in ("codebook/usage", "rank/context", "rank/target")}})
+    return out
+
+def cell_mean(rows: list[dict], key: str) -> float:
+    return sum(g[key] for g in rows) / len(rows) if rows else math.nan
+
+def seed_start_distance(usage: float, rank: float) -> float:
+    """How far an epoch-1 state is from the seed's (SEED_SIXTH_RUN: usage 24%, context rank 6.4):
+    |usage / 0.24 - 1| + |rank / 6.4 - 1| (0: the seed's start; each term a relative miss)."""
+    return abs(usage / SEED_SIXTH_RUN["usage"][0] - 1) + abs(rank / SEED_SIXTH_RUN["context_rank_start"] - 1)
+
+def nearest_seed_start(cells: dict[tuple, list[dict]]) -> tuple:
+    """The cell whose mean epoch-1 usage and context rank are nearest the seed's start."""
+    return min(cells, key=lambda c: seed_start_distance(cell_mean(cells[c], "codebook/usage"),
+                                                        cell_mean(cells[c], "rank/context")))
+
+def nearest_seed_usage(cells: dict[tuple, list[dict]]) -> tuple:
+    """The cell whose mean epoch-1 usage is nearest the seed's start (24%), whatever its rank."""
+    return min(cells, key=lambda c: abs(cell_mean(cells[c], "codebook/usage") - SEED_SIXTH_RUN["usage"][0]))
+
+def _colour_std(std: float | None) -> str:
+    """The override that sets the colour embedding's std (None: nn.Embedding's default)."""
+    return f"model.colour_init_std={'null' if std is None else std}"
+
+def _std_text(std: float | None) -> str:
+    return "default" if std is None else f"{std:g}"
+
+def rung_runs(grid: list[dict]) -> tuple[tuple, ...]:
+    """The runs at the rung, (name, config, overrides): START_RUNG_RUNS with the colour std of the
+    cell nearest the seed's start in both (nearest_seed_start); the quantized one also with the cell
+    nearest in usage alone, if that is another cell (a run that starts with a healthy share of its
+    codes is the one that can decay as the seed's did)."""
+    cells = grid_cells(grid)
+    chosen = [nearest_seed_start(cells)]
+    chosen += [c for c in [nearest_seed_usage(cells)] if c not in chosen]
+    return tuple((f"{name}, colour std {_std_text(std)}", config, (*extra, _colour_std(std)))
+                 for n, (_, std) in enumerate(chosen)
+                 for name, config, extra in (START_RUNG_RUNS if n == 0 else START_RUNG_RUNS[:1]))
+
 
 def stage_start_grid(workers: int = 2, seeds: tuple[int, ...] = START_SEEDS, epochs: int = START_EPOCHS,
                      docs: Path = DOCS, runs: Path = RUNS) -> dict:
@@ -197,68 +251,6 @@ def summarise_start(seeds: tuple[int, ...] = START_SEEDS, epochs: int = START_EP
     plot_runs(summary["runs"], docs / "start.png", f"from the seed's starting state: seeds {list(seeds)}, {epochs} epochs",
               seed_points=True)
     return summary
-
-
-def grid_cells(grid: list[dict]) -> dict[tuple, list[dict]]:
-    """A grid's epoch-1 rows by cell: {(init, colour std): [one row per seed]}."""
-    cells: dict[tuple, list[dict]] = {}
-    for g in grid:
-        cells.setdefault((g["init"], g["colour_init_std"]), []).append(g)
-    return cells
-
-
-def seed_start_distance(usage: float, rank: float) -> float:
-    """How far an epoch-1 state is from the seed's (SEED_SIXTH_RUN: usage 24%, context rank 6.4):
-    |usage / 0.24 - 1| + |rank / 6.4 - 1| (0: the seed's start; each term a relative miss)."""
-    return abs(usage / SEED_SIXTH_RUN["usage"][0] - 1) + abs(rank / SEED_SIXTH_RUN["context_rank_start"] - 1)
-
-
-def cell_mean(rows: list[dict], key: str) -> float:
-    return sum(g[key] for g in rows) / len(rows) if rows else math.nan
-
-
-def nearest_seed_start(cells: dict[tuple, list[dict]]) -> tuple:
-    """The cell whose mean epoch-1 usage and context rank are nearest the seed's start."""
-    return min(cells, key=lambda c: seed_start_distance(cell_mean(cells[c], "codebook/usage"),
-                                                        cell_mean(cells[c], "rank/context")))
-
-
-def _grid_rows(folder: Path, cells: list[tuple], seeds: tuple[int, ...]) -> list[dict]:
-    out = []
-    for init, std in cells:
-        for s in seeds:
-            rows = read_jsonl(folder / grid_name(init, std, s) / "metrics.jsonl")
-            out.append({"init": init, "colour_init_std": std, "seed": s,
-                        **{k: rows[0].get(k, math.nan) if rows else math.nan
-                           for k in ("codebook/usage", "rank/context", "rank/target")}})
-    return out
-
-
-def nearest_seed_usage(cells: dict[tuple, list[dict]]) -> tuple:
-    """The cell whose mean epoch-1 usage is nearest the seed's start (24%), whatever its rank."""
-    return min(cells, key=lambda c: abs(cell_mean(cells[c], "codebook/usage") - SEED_SIXTH_RUN["usage"][0]))
-
-
-def rung_runs(grid: list[dict]) -> tuple[tuple, ...]:
-    """The runs at the rung, (name, config, overrides): START_RUNG_RUNS with the colour std of the
-    cell nearest the seed's start in both (nearest_seed_start); the quantized one also with the cell
-    nearest in usage alone, if that is another cell (a run that starts with a healthy share of its
-    codes is the one that can decay as the seed's did)."""
-    cells = grid_cells(grid)
-    chosen = [nearest_seed_start(cells)]
-    chosen += [c for c in [nearest_seed_usage(cells)] if c not in chosen]
-    return tuple((f"{name}, colour std {_std_text(std)}", config, (*extra, _colour_std(std)))
-                 for n, (_, std) in enumerate(chosen)
-                 for name, config, extra in (START_RUNG_RUNS if n == 0 else START_RUNG_RUNS[:1]))
-
-
-def _colour_std(std: float | None) -> str:
-    """The override that sets the colour embedding's std (None: nn.Embedding's default)."""
-    return f"model.colour_init_std={'null' if std is None else std}"
-
-
-def _std_text(std: float | None) -> str:
-    return "default" if std is None else f"{std:g}"
 
 
 def stage_start_rung(workers: int = 2, seeds: tuple[int, ...] = START_SEEDS, epochs: int = START_EPOCHS,
@@ -341,8 +333,6 @@ def _signature_specs(exp_dir: Path, trial: dict) -> tuple[tuple, list[tuple]]:
     """(the trial's own runs, [its switches]) as (name, config, overrides, epochs) and, for a
     switch, (param, base value) too. Every run keeps the trainer's own patience rule (the base
     config's: the search turned it off to see every epoch of a trial)."""
-    import json
-
     base = _base_config()
     config = exp_dir / f"trial_{trial['trial_id']}" / "run" / "config.yaml"
     patience = f"training.early_stopping.patience={json.dumps(base.training.early_stopping.patience)}"
@@ -361,6 +351,11 @@ def signature_jobs(exp_dir: Path, trial: dict, folder: Path,
             for name, config, extra, epochs in (own, *(spec for spec, _, _ in switches)) for s in seeds]
 
 
+def signature_plot(trial_id: str) -> str:
+    """The name (under docs/study/, without .png) of a signature trial's per-epoch plot."""
+    return f"startcollapse_signature_{trial_id}"
+
+
 def summarise_signature_trials(exp_dir: Path, summary: dict, docs: Path = DOCS, runs: Path = RUNS,
                                seeds: tuple[int, ...] = START_SIGNATURE_SEEDS) -> dict:
     """startcollapse.json gains `signature_trials`: per trial with the signature, its runs over
@@ -377,8 +372,8 @@ def summarise_signature_trials(exp_dir: Path, summary: dict, docs: Path = DOCS, 
                          "runs": _start_runs(((spec[0], str(config.relative_to(ROOT)), spec[2]),), seeds, spec[3], folder)}
                         for spec, key, value in switches]})
         if own:
-            plot_runs(own, docs / "startcollapse_signature.png", f"trial {t['trial_id']} (seed's signature) over "
-                      f"seeds {list(seeds)}, {epochs} epochs", seed_points=True)
+            plot_runs(own, docs / f"{signature_plot(t['trial_id'])}.png", f"trial {t['trial_id']} (seed's signature) "
+                      f"over seeds {list(seeds)}, {epochs} epochs", seed_points=True)
     summary = {**summary, "signature_trials": without_root(out)}
     atomic_write_json(docs / "startcollapse.json", summary)
     return summary
